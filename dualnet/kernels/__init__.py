@@ -1,0 +1,1 @@
+"""Device code and its loaders: Cython, CUDA (`conv.cu`) and the pure-xp reference."""

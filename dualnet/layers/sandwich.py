@@ -1,0 +1,114 @@
+"""Common layer stacks ("sandwiches") built from the fast layers, each with its backward."""
+
+from __future__ import annotations
+
+from .activations import relu_backward, relu_forward
+from .conv import conv_backward_fast, conv_forward_fast
+from .dense import affine_backward, affine_forward
+from .norm import (
+    batchnorm_backward_alt,
+    batchnorm_forward,
+    layernorm_backward,
+    layernorm_forward,
+    spatial_batchnorm_backward,
+    spatial_batchnorm_forward,
+)
+from .pool import max_pool_backward_fast, max_pool_forward_fast
+
+_NORMS = {
+    "batchnorm": (batchnorm_forward, batchnorm_backward_alt),
+    "layernorm": (layernorm_forward, layernorm_backward),
+}
+
+
+def affine_relu_forward(x, w, b):
+    """affine -> ReLU. Returns out (N, M), cache."""
+    a, fc_cache = affine_forward(x, w, b)
+    out, relu_cache = relu_forward(a)
+    return out, (fc_cache, relu_cache)
+
+
+def affine_relu_backward(dout, cache):
+    """Returns dx, dw, db."""
+    fc_cache, relu_cache = cache
+    return affine_backward(relu_backward(dout, relu_cache), fc_cache)
+
+
+def affine_norm_relu_forward(x, w, b, gamma, beta, norm_param, normalization="batchnorm"):
+    """affine -> batchnorm or layernorm -> ReLU.
+
+    normalization: 'batchnorm' (norm_param is a bn_param) or 'layernorm' (an ln_param).
+    Returns out (N, M), cache.
+    """
+    if normalization not in _NORMS:
+        raise ValueError(f"affine_norm_relu_forward: normalization must be one of "
+                         f"{sorted(_NORMS)}, got {normalization!r}")
+    norm_forward, _ = _NORMS[normalization]
+    a, fc_cache = affine_forward(x, w, b)
+    an, norm_cache = norm_forward(a, gamma, beta, norm_param)
+    out, relu_cache = relu_forward(an)
+    return out, (fc_cache, norm_cache, relu_cache, normalization)
+
+
+def affine_norm_relu_backward(dout, cache):
+    """Returns dx, dw, db, dgamma, dbeta."""
+    fc_cache, norm_cache, relu_cache, normalization = cache
+    _, norm_backward = _NORMS[normalization]
+    dan, dgamma, dbeta = norm_backward(relu_backward(dout, relu_cache), norm_cache)
+    dx, dw, db = affine_backward(dan, fc_cache)
+    return dx, dw, db, dgamma, dbeta
+
+
+def conv_relu_forward(x, w, b, conv_param):
+    """conv -> ReLU. Returns out (N, F, Ho, Wo), cache."""
+    a, conv_cache = conv_forward_fast(x, w, b, conv_param)
+    out, relu_cache = relu_forward(a)
+    return out, (conv_cache, relu_cache)
+
+
+def conv_relu_backward(dout, cache):
+    """Returns dx, dw, db."""
+    conv_cache, relu_cache = cache
+    return conv_backward_fast(relu_backward(dout, relu_cache), conv_cache)
+
+
+def conv_relu_pool_forward(x, w, b, conv_param, pool_param):
+    """conv -> ReLU -> max pool. Returns out, cache."""
+    a, conv_relu_cache = conv_relu_forward(x, w, b, conv_param)
+    out, pool_cache = max_pool_forward_fast(a, pool_param)
+    return out, (conv_relu_cache, pool_cache)
+
+
+def conv_relu_pool_backward(dout, cache):
+    """Returns dx, dw, db."""
+    conv_relu_cache, pool_cache = cache
+    return conv_relu_backward(max_pool_backward_fast(dout, pool_cache), conv_relu_cache)
+
+
+def conv_bn_relu_forward(x, w, b, gamma, beta, conv_param, bn_param):
+    """conv -> spatial batchnorm -> ReLU. Returns out, cache."""
+    a, conv_cache = conv_forward_fast(x, w, b, conv_param)
+    an, bn_cache = spatial_batchnorm_forward(a, gamma, beta, bn_param)
+    out, relu_cache = relu_forward(an)
+    return out, (conv_cache, bn_cache, relu_cache)
+
+
+def conv_bn_relu_backward(dout, cache):
+    """Returns dx, dw, db, dgamma, dbeta."""
+    conv_cache, bn_cache, relu_cache = cache
+    dan, dgamma, dbeta = spatial_batchnorm_backward(relu_backward(dout, relu_cache), bn_cache)
+    dx, dw, db = conv_backward_fast(dan, conv_cache)
+    return dx, dw, db, dgamma, dbeta
+
+
+def conv_bn_relu_pool_forward(x, w, b, gamma, beta, conv_param, bn_param, pool_param):
+    """conv -> spatial batchnorm -> ReLU -> max pool. Returns out, cache."""
+    a, inner_cache = conv_bn_relu_forward(x, w, b, gamma, beta, conv_param, bn_param)
+    out, pool_cache = max_pool_forward_fast(a, pool_param)
+    return out, (inner_cache, pool_cache)
+
+
+def conv_bn_relu_pool_backward(dout, cache):
+    """Returns dx, dw, db, dgamma, dbeta."""
+    inner_cache, pool_cache = cache
+    return conv_bn_relu_backward(max_pool_backward_fast(dout, pool_cache), inner_cache)

@@ -1,0 +1,65 @@
+"""Builds dualnet's optional Cython extension; all other metadata lives in pyproject.toml.
+
+The extension (`dualnet.kernels._im2col`) is an accelerator, not a requirement: if Cython,
+NumPy headers or a C compiler are missing, the build prints one warning and the package falls
+back to its pure-NumPy kernels (`dualnet doctor` reports which are active).
+"""
+
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+def _extensions():
+    if os.environ.get("DUALNET_NO_EXTENSION"):
+        return []
+    try:
+        import numpy
+        from Cython.Build import cythonize
+    except ImportError as exc:  # pragma: no cover - depends on the build environment
+        print(f"dualnet: not building the Cython kernels ({exc})", file=sys.stderr)
+        return []
+    ext = Extension(
+        "dualnet.kernels._im2col",
+        ["dualnet/kernels/im2col.pyx"],
+        include_dirs=[numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+    return cythonize([ext], compiler_directives={"language_level": 3}, quiet=True)
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that adds OpenMP when the compiler has it and never fails the install."""
+
+    def build_extension(self, ext):
+        flags = ["-fopenmp"] if self._compiler_has_openmp() else []
+        ext.extra_compile_args = [*ext.extra_compile_args, "-O3", *flags]
+        ext.extra_link_args = [*ext.extra_link_args, *flags]
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # any compiler failure: keep the pure-NumPy fallback
+            print(f"dualnet: WARNING: could not build {ext.name} ({exc}); "
+                  "the slower pure-NumPy kernels will be used", file=sys.stderr)
+
+    def _compiler_has_openmp(self):
+        """Try `-fopenmp` on a one-line program (macOS clang has no OpenMP by default)."""
+        import tempfile
+
+        if sys.platform == "win32":
+            return False
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "omp_probe.c")
+            with open(src, "w") as fh:
+                fh.write("#include <omp.h>\nint main(void){return omp_get_max_threads()<1;}\n")
+            try:
+                objs = self.compiler.compile([src], output_dir=tmp, extra_postargs=["-fopenmp"])
+                self.compiler.link_executable(objs, os.path.join(tmp, "omp_probe"),
+                                              extra_postargs=["-fopenmp"])
+            except Exception:
+                return False
+        return True
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": OptionalBuildExt})
