@@ -1,0 +1,276 @@
+"""`Module`, the containers `Sequential` and `Residual`, and the live parameter view.
+
+Names: every parameter and buffer has a dotted name, PyTorch-style: a leaf's own names are
+`weight`, `bias` (and `running_mean`, `running_var` buffers); a container prefixes its
+children's names with the child's index (`"0.weight"`, `"3.bias"`) or, for a `Sequential`
+built from keyword arguments, with the child's name (`"conv1.weight"`).
+
+Weights keep the functional layers' layouts (`Linear.weight` is (in, out) like
+`affine_forward`'s w, not PyTorch's (out, in)), so both APIs share parameters unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+
+import numpy as np
+
+from .. import backend
+
+
+class Module:
+    """A layer object: `forward(x)` caches what `backward(dout)` needs.
+
+    `backward` returns the input gradient and stores parameter gradients in `self.grads`
+    under the same names as `self.params`. Leaves keep their arrays in `_params`,
+    `_grads`, `_buffers`; containers gather their children's under dotted names.
+    """
+
+    #: Names of this module's own parameters that L2 regularization applies to.
+    decayed: tuple[str, ...] = ()
+
+    def __init__(self):
+        self._params: dict = {}
+        self._grads: dict = {}
+        self._buffers: dict = {}
+        self.training = True
+
+    # -- the two passes ------------------------------------------------------------------
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, dout):
+        raise NotImplementedError
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    # -- structure ---------------------------------------------------------------------
+    def children(self) -> list[tuple[str, Module]]:
+        """(name, child) pairs of a container; a leaf has none."""
+        return []
+
+    def _named(self, kind: str) -> Iterator[tuple[str, object]]:
+        yield from getattr(self, kind).items()
+        for prefix, child in self.children():
+            for name, value in child._named(kind):
+                yield f"{prefix}.{name}", value
+
+    def _owner(self, name: str) -> tuple[Module, str]:
+        """The leaf holding the dotted `name`, and the name inside it."""
+        module = self
+        while "." in name:
+            prefix, name = name.split(".", 1)
+            module = dict(module.children())[prefix]
+        return module, name
+
+    @property
+    def params(self) -> _ParameterView:
+        """Live dict of every parameter: assigning `params[name] = w` updates the module."""
+        return _ParameterView(self)
+
+    @params.setter
+    def params(self, new: dict) -> None:
+        # The course Solver swaps in its best parameters with `model.params = best_params`.
+        for name, value in new.items():
+            self.params[name] = value
+
+    @property
+    def grads(self) -> dict:
+        """Gradients from the last `backward`, keyed like `params`."""
+        return dict(self._named("_grads"))
+
+    def regularized(self) -> list[str]:
+        """Names of the parameters L2 regularization applies to (weights, never biases,
+        nor normalization scales), as in the course models."""
+        names = [name for name in self._params if name in self.decayed]
+        for prefix, child in self.children():
+            names += [f"{prefix}.{name}" for name in child.regularized()]
+        return names
+
+    def parameters(self) -> list[tuple[str, object]]:
+        """(name, array) for every parameter, in a stable order."""
+        return list(self._named("_params"))
+
+    def num_params(self) -> int:
+        """Total number of scalar parameters."""
+        return sum(int(np.prod(p.shape)) for _, p in self.parameters())
+
+    # -- modes and devices ---------------------------------------------------------------
+    def train(self, mode: bool = True) -> Module:
+        """Training mode: batch statistics for batchnorm, random masks for dropout."""
+        self.training = mode
+        for _, child in self.children():
+            child.train(mode)
+        return self
+
+    def eval(self) -> Module:
+        """Evaluation mode: running statistics, no dropout."""
+        return self.train(False)
+
+    def to(self, name: str) -> Module:
+        """Move every parameter and buffer to backend `name` (an explicit copy)."""
+        target = backend.get(name)
+        for kind in ("_params", "_buffers"):
+            for full_name, value in list(self._named(kind)):
+                owner, leaf_name = self._owner(full_name)
+                source = backend.of(value)
+                if source is not target:
+                    getattr(owner, kind)[leaf_name] = target.asarray(source.to_numpy(value))
+        return self
+
+    # -- persistence -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Host copies of every parameter and buffer, by dotted name."""
+        return {name: backend.of(v).to_numpy(v).copy()
+                for kind in ("_params", "_buffers") for name, v in self._named(kind)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Load arrays saved by `state_dict`; names and shapes must match exactly."""
+        expected = {name: v for kind in ("_params", "_buffers") for name, v in self._named(kind)}
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise KeyError(f"{type(self).__name__}.load_state_dict: missing keys {missing}, "
+                           f"unexpected keys {unexpected}")
+        for name, current in expected.items():
+            value = np.asarray(state[name])
+            if value.shape != current.shape:
+                raise ValueError(f"{type(self).__name__}.load_state_dict: {name} has shape "
+                                 f"{value.shape}, the module expects {current.shape}")
+            owner, leaf_name = self._owner(name)
+            kind = "_params" if leaf_name in owner._params else "_buffers"
+            getattr(owner, kind)[leaf_name] = backend.of(current).asarray(value,
+                                                                          dtype=current.dtype)
+
+    def __repr__(self):
+        inner = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self._params.items())
+        return f"{type(self).__name__}({inner})"
+
+
+class _ParameterView(MutableMapping):
+    """A dict-like window on a module tree's parameters (reads and writes go to the leaves)."""
+
+    def __init__(self, module: Module):
+        self._module = module
+
+    def __getitem__(self, name):
+        owner, leaf_name = self._lookup(name)
+        return owner._params[leaf_name]
+
+    def __setitem__(self, name, value):
+        owner, leaf_name = self._lookup(name)
+        owner._params[leaf_name] = value
+
+    def __delitem__(self, name):
+        raise TypeError("parameters cannot be deleted from a module")
+
+    def __iter__(self):
+        return (name for name, _ in self._module._named("_params"))
+
+    def __len__(self):
+        return sum(1 for _ in self)
+
+    def _lookup(self, name):
+        try:
+            owner, leaf_name = self._module._owner(name)
+        except KeyError:
+            owner, leaf_name = None, None
+        if owner is None or leaf_name not in owner._params:
+            raise KeyError(f"{type(self._module).__name__} has no parameter {name!r}")
+        return owner, leaf_name
+
+
+class Sequential(Module):
+    """Modules applied in order; backward runs them in reverse.
+
+    `Sequential(m1, m2, ...)` names children "0", "1", ...; `Sequential(conv1=m1, ...)`
+    uses the keyword names. As a model for `Solver`, `loss(X, y)` applies `criterion`
+    (softmax cross-entropy by default) and L2 regularization `0.5 * reg * sum(W**2)` on
+    the `Linear` and `Conv2d` weights (see `Module.regularized`).
+    """
+
+    def __init__(self, *modules: Module, criterion=None, reg: float = 0.0, **named: Module):
+        super().__init__()
+        if modules and named:
+            raise ValueError("Sequential: give modules either by position or by name, not both")
+        pairs = list(named.items()) if named else [(str(i), m) for i, m in enumerate(modules)]
+        for name, module in pairs:
+            if not isinstance(module, Module):
+                raise TypeError(f"Sequential: child {name!r} is a {type(module).__name__}, "
+                                "not a dualnet.nn.Module")
+        self._children = pairs
+        if criterion is None:
+            from .losses import CrossEntropyLoss
+
+            criterion = CrossEntropyLoss()
+        self.criterion = criterion
+        self.reg = reg
+
+    def children(self):
+        return list(self._children)
+
+    def __getitem__(self, index: int) -> Module:
+        return self._children[index][1]
+
+    def __len__(self):
+        return len(self._children)
+
+    def forward(self, x):
+        for _, module in self._children:
+            x = module.forward(x)
+        return x
+
+    def backward(self, dout):
+        for _, module in reversed(self._children):
+            dout = module.backward(dout)
+        return dout
+
+    def loss(self, X, y=None):
+        """Course model contract: scores when y is None, else (loss, grads keyed like params).
+
+        The mode follows the call, as in the course models: evaluation without labels,
+        training with them.
+        """
+        self.train(y is not None)
+        scores = self.forward(X)
+        if y is None:
+            return scores
+        loss = self.criterion.forward(scores, y)
+        self.backward(self.criterion.backward())
+        grads = self.grads
+        if self.reg:
+            params = self.params
+            for name in self.regularized():
+                w = params[name]
+                loss = loss + 0.5 * self.reg * (w * w).sum()
+                grads[name] = grads[name] + self.reg * w
+        return loss, grads
+
+    def __repr__(self):
+        inner = "\n".join(f"  ({name}): {module!r}" for name, module in self._children)
+        return f"Sequential(\n{inner}\n)"
+
+
+class Residual(Module):
+    """out = x + body(x); the body must keep x's shape."""
+
+    def __init__(self, body: Module):
+        super().__init__()
+        if not isinstance(body, Module):
+            raise TypeError(f"Residual: body must be a dualnet.nn.Module, got "
+                            f"{type(body).__name__}")
+        self.body = body
+
+    def children(self):
+        return [("body", self.body)]
+
+    def forward(self, x):
+        out = self.body.forward(x)
+        if out.shape != x.shape:
+            raise ValueError(f"Residual: body maps {tuple(x.shape)} to {tuple(out.shape)}; "
+                             "a residual block must keep the shape")
+        return x + out
+
+    def backward(self, dout):
+        return dout + self.body.backward(dout)

@@ -1,0 +1,121 @@
+"""Module machinery: names, the live parameter view, modes, state_dict, loss(), backends."""
+
+import numpy as np
+import pytest
+
+from dualnet import backend, nn
+from dualnet.gradient_check import eval_numerical_gradient, rel_error
+
+F64 = {"dtype": np.float64}
+
+
+def small_net(**kwargs):
+    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, **F64), nn.BatchNorm2d(2, **F64),
+                         nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8, 3, **F64),
+                         **kwargs)
+
+
+def test_dotted_names_positional_and_keyword():
+    net = small_net()
+    assert list(net.params) == ["0.weight", "0.bias", "1.weight", "1.bias", "5.weight",
+                                "5.bias"]
+    named = nn.Sequential(conv1=nn.Conv2d(1, 2, 3), relu=nn.ReLU(),
+                          body=nn.Residual(nn.Sequential(nn.Linear(2, 2))))
+    assert list(named.params) == ["conv1.weight", "conv1.bias", "body.body.0.weight",
+                                  "body.body.0.bias"]
+    assert named.num_params() == 2 * 9 + 2 + 4 + 2
+
+
+def test_parameter_view_writes_through_to_the_leaves():
+    net = small_net()
+    new = np.zeros((8, 3))
+    net.params["5.weight"] = new
+    assert net[5].params["weight"] is new
+    with pytest.raises(KeyError, match="Sequential has no parameter '5.gamma'"):
+        net.params["5.gamma"]
+    net.params = {"5.bias": np.ones(3)}  # the course Solver's `model.params = best_params`
+    np.testing.assert_array_equal(net[5].params["bias"], np.ones(3))
+
+
+def test_train_and_eval_reach_every_module():
+    net = nn.Sequential(nn.Residual(nn.Sequential(nn.Dropout(0.5))), nn.BatchNorm1d(2))
+    net.eval()
+    assert not net[0].body[0].training and not net[1].training
+    net.train()
+    assert net[0].body[0].training and net[1].training
+
+
+def test_state_dict_round_trips_through_an_npz_checkpoint(tmp_path):
+    np.random.seed(0)
+    net = small_net()
+    net.forward(np.random.randn(4, 1, 4, 4))  # moves the batchnorm running statistics
+    state = net.state_dict()
+    assert {"1.running_mean", "1.running_var"} <= set(state)
+    np.savez(tmp_path / "ckpt.npz", **state)
+    with np.load(tmp_path / "ckpt.npz", allow_pickle=False) as archive:
+        loaded = dict(archive)
+    np.random.seed(1)
+    other = small_net()
+    other.load_state_dict(loaded)
+    x = np.random.randn(3, 1, 4, 4)
+    np.testing.assert_array_equal(other.eval().forward(x), net.eval().forward(x))
+
+
+def test_load_state_dict_names_missing_unexpected_and_misshapen_keys():
+    net = small_net()
+    state = net.state_dict()
+    del state["0.bias"]
+    state["9.weight"] = np.zeros(1)
+    with pytest.raises(KeyError, match=r"missing keys \['0.bias'\], unexpected keys "
+                                       r"\['9.weight'\]"):
+        net.load_state_dict(state)
+    state = net.state_dict()
+    state["5.weight"] = np.zeros((3, 8))
+    with pytest.raises(ValueError, match=r"5.weight has shape \(3, 8\), the module expects "
+                                         r"\(8, 3\)"):
+        net.load_state_dict(state)
+
+
+def test_loss_regularizes_weights_only_and_checks_numerically():
+    np.random.seed(231)
+    net = small_net(reg=0.7)
+    X, y = np.random.randn(4, 1, 4, 4), np.array([0, 2, 1, 2])
+    loss, grads = net.loss(X, y)
+    data_loss = nn.Sequential(*[m for _, m in net.children()]).loss(X, y)[0]
+    weights = [net.params[k] for k in ("0.weight", "5.weight")]
+    assert abs(float(loss - data_loss) - 0.35 * sum((w ** 2).sum() for w in weights)) < 1e-10
+    assert net.regularized() == ["0.weight", "5.weight"]  # not biases, not batchnorm scales
+    for name in net.params:
+        numeric = eval_numerical_gradient(lambda _: net.loss(X, y)[0], net.params[name],
+                                          verbose=False)
+        assert rel_error(grads[name], numeric) < 1e-6, name
+
+
+def test_loss_without_labels_returns_scores_in_eval_mode():
+    net = nn.Sequential(nn.Dropout(0.5), nn.Linear(4, 2, **F64))
+    X = np.ones((3, 4))
+    scores = net.loss(X)
+    assert scores.shape == (3, 2) and not net[0].training
+    np.testing.assert_allclose(scores, X @ net.params["1.weight"])
+
+
+def test_multimargin_criterion():
+    net = nn.Sequential(nn.Linear(4, 3, **F64), criterion=nn.MultiMarginLoss())
+    X, y = np.random.RandomState(0).randn(5, 4), np.array([0, 1, 2, 0, 1])
+    loss, _ = net.loss(X, y)
+    scores = X @ net.params["0.weight"]
+    margins = np.maximum(0, scores - scores[np.arange(5), y][:, None] + 1)
+    margins[np.arange(5), y] = 0
+    assert abs(float(loss) - margins.sum() / 5) < 1e-12
+
+
+@pytest.mark.parametrize("name", backend.names())
+def test_to_moves_parameters_and_buffers(name):
+    if name not in backend.available():
+        pytest.skip(f"{name} unavailable here: {backend.why_unavailable(name)}")
+    net = small_net().to(name)
+    target = backend.get(name)
+    for value in net.state_dict().values():
+        assert isinstance(value, np.ndarray)  # state_dict is always host arrays
+    for _, p in net.parameters():
+        assert target.owns(p)
