@@ -1,10 +1,12 @@
 """dualnet: CS231n-style layers, models and a Solver on NumPy+Cython or CuPy+CUDA.
 
-The flat course names live in `dualnet.layers`; backends in `dualnet.backend`.
+The flat course names live in `dualnet.layers`; backends in `dualnet.backend`; models in
+`dualnet.models`, update rules in `dualnet.optim`, and the training loop is `Solver`.
 """
 
-from . import backend, layers
+from . import backend, layers, models, optim
 from .backend import seed
+from .solver import Solver
 
 __version__ = "0.1.0"
-__all__ = ["backend", "layers", "seed", "__version__"]
+__all__ = ["backend", "layers", "models", "optim", "seed", "Solver", "__version__"]
