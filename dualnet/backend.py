@@ -186,13 +186,13 @@ def _make_numpy():
 def _make_cupy():
     from .kernels import cuda
 
-    return cuda.make_cupy_backend(Backend)
+    return cuda.make_cupy_backend()
 
 
 def _make_cuda_emu():
     from .kernels import emulate
 
-    return emulate.make_emu_backend(Backend)
+    return emulate.make_emu_backend()
 
 
 _FACTORIES = {"numpy": _make_numpy, "cupy": _make_cupy, "cuda-emu": _make_cuda_emu}
