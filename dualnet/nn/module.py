@@ -88,6 +88,16 @@ class Module:
             names += [f"{prefix}.{name}" for name in child.regularized()]
         return names
 
+    @property
+    def bn_params(self) -> list[dict]:
+        """The live running-statistics dicts of every batchnorm layer, in order.
+
+        This is the course models' `bn_params` contract, which the Solver checkpoints and
+        restores in place, so a Sequential resumes with its running statistics.
+        """
+        own = [self._buffers] if self._buffers else []
+        return own + [p for _, child in self.children() for p in child.bn_params]
+
     def parameters(self) -> list[tuple[str, object]]:
         """(name, array) for every parameter, in a stable order."""
         return list(self._named("_params"))

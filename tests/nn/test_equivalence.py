@@ -58,3 +58,29 @@ def test_solver_trains_a_sequential_like_the_functional_model():
         histories.append(solver.loss_history)
     np.testing.assert_allclose(histories[0], histories[1], rtol=1e-10)
     assert histories[0][-1] < histories[0][0]
+
+
+def _bn_run(tmp_path, name, model_seed):
+    np.random.seed(model_seed)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, dtype=np.float64),
+                          nn.BatchNorm2d(2, dtype=np.float64), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(2 * 4 * 4, 3, dtype=np.float64))
+    rng = np.random.RandomState(1)
+    data = {"X_train": rng.randn(20, 1, 4, 4), "y_train": rng.randint(3, size=20),
+            "X_val": rng.randn(6, 1, 4, 4), "y_val": rng.randint(3, size=6)}
+    np.random.seed(3)
+    solver = Solver(model, data, update_rule="adam", batch_size=5, num_epochs=3,
+                    checkpoint_name=str(tmp_path / name), verbose=False)
+    return model, solver
+
+
+def test_solver_checkpoint_resumes_a_sequential_with_its_running_statistics(tmp_path):
+    model_a, a = _bn_run(tmp_path, "a", model_seed=0)
+    a.train()
+    model_b, b = _bn_run(tmp_path, "b", model_seed=42)  # other weights, fresh statistics
+    b.resume(tmp_path / "a_epoch_1.npz")
+    b.train()
+    assert b.loss_history == a.loss_history
+    assert len(model_b.bn_params) == 1
+    for key, value in model_a.state_dict().items():
+        np.testing.assert_array_equal(model_b.state_dict()[key], value, err_msg=key)

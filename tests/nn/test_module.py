@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dualnet import backend, nn
+from dualnet import backend, checkpoint, nn
 from dualnet.gradient_check import eval_numerical_gradient, rel_error
 
 F64 = {"dtype": np.float64}
@@ -45,15 +45,14 @@ def test_train_and_eval_reach_every_module():
     assert net[0].body[0].training and net[1].training
 
 
-def test_state_dict_round_trips_through_an_npz_checkpoint(tmp_path):
+def test_state_dict_round_trips_through_a_checkpoint_file(tmp_path):
     np.random.seed(0)
     net = small_net()
     net.forward(np.random.randn(4, 1, 4, 4))  # moves the batchnorm running statistics
     state = net.state_dict()
     assert {"1.running_mean", "1.running_var"} <= set(state)
-    np.savez(tmp_path / "ckpt.npz", **state)
-    with np.load(tmp_path / "ckpt.npz", allow_pickle=False) as archive:
-        loaded = dict(archive)
+    checkpoint.save(tmp_path / "ckpt.npz", {"model": state})
+    loaded = checkpoint.load(tmp_path / "ckpt.npz")["model"]
     np.random.seed(1)
     other = small_net()
     other.load_state_dict(loaded)
