@@ -1,0 +1,168 @@
+"""Fixtures for the data tests: tiny CIFAR folders in the official pickle format, and a
+local HTTP server (127.0.0.1, random port, stopped after the test) for the downloader."""
+
+from __future__ import annotations
+
+import http.server
+import io
+import pickle
+import struct
+import tarfile
+import threading
+import types
+
+import numpy as np
+import pytest
+
+
+class Py2Pickler(pickle._Pickler):
+    """Pickles `bytes` as Python 2 `str` (SHORT_BINSTRING/BINSTRING), as the official
+    CIFAR files, written by Python 2, do: keys, names and the raw array data."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_bytes(self, obj):
+        if len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_bytes
+
+
+def write_batch(path, batch: dict, style: str = "py2"):
+    """Write `batch` (bytes keys, like the official dicts) as a pickle.
+
+    style: 'py2' (Python 2 strings, the official files), 'py3-protocol2' (Python 3
+    writing protocol 2), 'py3' (Python 3's default protocol).
+    """
+    if style == "py2":
+        buf = io.BytesIO()
+        Py2Pickler(buf, protocol=2).dump(batch)
+        # NumPy 1 wrote its array constructor as numpy.core.multiarray._reconstruct
+        data = buf.getvalue().replace(b"cnumpy._core.", b"cnumpy.core.")
+    else:
+        data = pickle.dumps(batch, protocol=2 if style == "py3-protocol2" else None)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def image_rows(n, seed):
+    """n random CIFAR rows: uint8 (n, 3072), each 1024 R, then 1024 G, then 1024 B values."""
+    return np.random.RandomState(seed).randint(0, 256, size=(n, 3072), dtype=np.uint8)
+
+
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                 "ship", "truck"]
+
+
+def make_cifar10(folder, per_batch=4, n_test=3, style="py2"):
+    """A CIFAR-10 folder of 5 train batches of `per_batch` images and a test batch.
+    Returns the rows and labels written: (train_rows, train_labels, test_rows, test_labels)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, labels = [], []
+    for b in range(1, 6):
+        r = image_rows(per_batch, seed=b)
+        y = [(b * 3 + i) % 10 for i in range(per_batch)]
+        write_batch(folder / f"data_batch_{b}", {
+            b"batch_label": f"training batch {b} of 5".encode(), b"labels": y, b"data": r,
+            b"filenames": [f"img_{b}_{i}.png".encode() for i in range(per_batch)]}, style)
+        rows.append(r)
+        labels += y
+    test_rows = image_rows(n_test, seed=99)
+    test_labels = [9 - i for i in range(n_test)]
+    write_batch(folder / "test_batch", {b"batch_label": b"testing batch 1 of 1",
+                                        b"labels": test_labels, b"data": test_rows,
+                                        b"filenames": [b"t.png"] * n_test}, style)
+    write_batch(folder / "batches.meta", {
+        b"label_names": [s.encode() for s in CIFAR10_NAMES], b"num_cases_per_batch": 10000,
+        b"num_vis": 3072}, style)
+    return np.concatenate(rows), np.array(labels), test_rows, np.array(test_labels)
+
+
+def make_cifar100(folder, n_train=6, n_test=2, style="py2"):
+    """A CIFAR-100 folder (train, test, meta). Returns {split: (rows, fine, coarse)}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for split, n, seed in (("train", n_train, 1), ("test", n_test, 2)):
+        r = image_rows(n, seed)
+        fine = [(7 * i + seed) % 100 for i in range(n)]
+        coarse = [f % 20 for f in fine]
+        write_batch(folder / split, {b"filenames": [b"x.png"] * n, b"batch_label": b"x",
+                                     b"fine_labels": fine, b"coarse_labels": coarse,
+                                     b"data": r}, style)
+        written[split] = (r, np.array(fine), np.array(coarse))
+    write_batch(folder / "meta", {
+        b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
+        b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)]}, style)
+    return written
+
+
+@pytest.fixture
+def cifar_files():
+    """The writers above, for tests: `cifar_files.make_cifar10(folder, ...)`, `.make_cifar100`,
+    `.write_batch`, `.names` (the CIFAR-10 class names)."""
+    return types.SimpleNamespace(make_cifar10=make_cifar10, make_cifar100=make_cifar100,
+                                 write_batch=write_batch, names=CIFAR10_NAMES)
+
+
+@pytest.fixture
+def cifar10_tarball(tmp_path):
+    """(path, bytes) of a gzipped tar holding a tiny `cifar-10-batches-py/`."""
+    make_cifar10(tmp_path / "src" / "cifar-10-batches-py")
+    path = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    return path, path.read_bytes()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves `server.payload`; honours `Range: bytes=N-`; the first `server.truncate`
+    responses announce the full length but stop halfway; `server.status` forces an error."""
+
+    def do_GET(self):
+        srv = self.server
+        srv.requests.append(self.headers.get("Range"))
+        if srv.status != 200:
+            self.send_error(srv.status)
+            return
+        start, rng = 0, self.headers.get("Range")
+        if rng:
+            start = int(rng.removeprefix("bytes=").rstrip("-"))
+            self.send_response(206)
+            self.send_header("Content-Range",
+                             f"bytes {start}-{len(srv.payload) - 1}/{len(srv.payload)}")
+        else:
+            self.send_response(200)
+        body = srv.payload[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if srv.truncate > 0:
+            srv.truncate -= 1
+            body = body[:len(body) // 2]
+        self.wfile.write(body)
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def http_server():
+    """A function `start(payload, truncate=0, status=200) -> server` (with `.url` and
+    `.requests`, the Range header of each request); every server is shut down after."""
+    servers = []
+
+    def start(payload: bytes, truncate: int = 0, status: int = 200):
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        srv.payload, srv.truncate, srv.status, srv.requests = payload, truncate, status, []
+        srv.url = f"http://127.0.0.1:{srv.server_address[1]}/cifar-10-python.tar.gz"
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
