@@ -144,6 +144,8 @@ def _input_dim(loaded: dict) -> tuple[int, int, int]:
 def _model_config(name: str, input_dim) -> dict:
     """Constructor arguments of the model `name` for inputs (C, H, W)."""
     C, H, W = input_dim
+    if name not in MODELS:  # FILE.py:FUNCTION decides its own architecture
+        return {"input_dim": list(input_dim), "source": name}
     small = max(H, W) <= 16  # the 8x8 digits: 3x3 filters, fewer layers
     if name == "two-layer":
         return {"input_dim": C * H * W, "hidden_dim": 100}
@@ -159,9 +161,43 @@ def _model_config(name: str, input_dim) -> dict:
     return {"input_dim": list(input_dim), "num_filters": [32, 64, 128], "hidden_dims": []}
 
 
+def _model_spec(text: str) -> str:
+    """Validate --model: a built-in name or FILE.py:FUNCTION."""
+    if text in MODELS:
+        return text
+    path, _, function = text.rpartition(":")
+    if path.endswith(".py") and function.isidentifier():
+        return text
+    raise argparse.ArgumentTypeError(f"unknown model {text!r}: choose one of "
+                                     f"{', '.join(MODELS)}, or give FILE.py:FUNCTION")
+
+
+def _user_model(spec: str, input_dim, num_classes: int, reg: float):
+    """Call FUNCTION from FILE.py (the user's own code) to build a model for these inputs."""
+    import importlib.util
+
+    path, _, function = spec.rpartition(":")
+    if not Path(path).is_file():
+        raise UsageError(f"model file {path} does not exist")
+    module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    build = getattr(module, function, None)
+    if not callable(build):
+        raise UsageError(f"{path} defines no function {function!r}")
+    model = build(input_dim=tuple(input_dim), num_classes=num_classes)
+    if not (hasattr(model, "loss") and hasattr(model, "params")):
+        raise UsageError(f"{spec} returned a {type(model).__name__}, not a model with "
+                         "loss(X, y) and params (e.g. a dualnet.nn.Sequential)")
+    model.reg = reg
+    return model
+
+
 def _build_model(name: str, config: dict, num_classes: int, reg: float):
     from . import models
 
+    if name not in MODELS:
+        return _user_model(name, config["input_dim"], num_classes, reg)
     cls = {"two-layer": models.TwoLayerNet, "fc": models.FullyConnectedNet,
            "three-layer": models.ThreeLayerConvNet, "convnet": models.ConvNet}[name]
     return cls(**config, num_classes=num_classes, weight_scale="he", reg=reg,
@@ -171,7 +207,7 @@ def _build_model(name: str, config: dict, num_classes: int, reg: float):
 def _first_layer_images(model, input_dim):
     """The first layer's weights as images (F, C, h, w): conv filters as they are, affine
     columns reshaped to the input image (the course's picture of a two-layer net)."""
-    W1 = model.backend.to_numpy(model.params["W1"])
+    W1 = model.backend.to_numpy(next(iter(model.params.values())))
     return W1 if W1.ndim == 4 else W1.T.reshape(-1, *input_dim)
 
 
@@ -218,7 +254,9 @@ def _train(args) -> int:
             setattr(args, key, value)
     if args.resume is not None and not Path(args.resume).is_file():
         raise UsageError(f"checkpoint {args.resume} does not exist")
-    out = _prepare_out_dir(Path(args.out or f"runs/{args.model}-{_slug(args.dataset)}"))
+    model_slug = args.model if args.model in MODELS else "{0}-{2}".format(
+        Path(args.model.rpartition(":")[0]).stem, *args.model.rpartition(":")[1:])
+    out = _prepare_out_dir(Path(args.out or f"runs/{model_slug}-{_slug(args.dataset)}"))
     be = _choose_backend(args.backend)
     backend.seed(args.seed)
 
@@ -341,7 +379,10 @@ def _parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model and write its pictures",
                                 description="Train a model; options left out take the "
                                 "dataset's defaults (dualnet.cli.DATASET_DEFAULTS).")
-    train.add_argument("--model", choices=MODELS, default="convnet")
+    train.add_argument("--model", type=_model_spec, default="convnet",
+                       help=f"{' | '.join(MODELS)} | FILE.py:FUNCTION (your own model: "
+                       "FUNCTION(input_dim=(C, H, W), num_classes=K) returns, e.g., a "
+                       "dualnet.nn.Sequential)")
     train.add_argument("--dataset", type=_dataset_spec, default="digits",
                        help="digits | cifar10 | cifar100 | cifar100-coarse | folder:PATH")
     train.add_argument("--backend", choices=BACKENDS, default="auto",

@@ -113,7 +113,8 @@ def assert_one_line_error(capsys, *fragments):
 
 @pytest.mark.parametrize("argv, fragment", [
     (["train", "--dataset", "mnist"], "unknown dataset 'mnist'"),
-    (["train", "--model", "resnet"], "invalid choice: 'resnet'"),
+    (["train", "--model", "resnet"], "unknown model 'resnet'"),
+    (["train", "--model", "net.py:"], "unknown model 'net.py:'"),
     (["train", "--backend", "tpu"], "invalid choice: 'tpu'"),
     (["train", "--image-size", "big"], "image size"),
     (["fly"], "invalid choice: 'fly'"),
@@ -201,3 +202,39 @@ def test_bench_without_the_suite_is_a_one_line_error(tmp_path, monkeypatch, caps
     monkeypatch.setattr("dualnet.cli._bench_dir", lambda: tmp_path / "nowhere")
     assert main(["bench"]) == 1
     assert_one_line_error(capsys, "run_all.py is missing")
+
+
+SEQUENTIAL_FILE = """
+from dualnet import nn
+
+def build(input_dim, num_classes):
+    C, H, W = input_dim
+    return nn.Sequential(nn.Conv2d(C, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(8 * (H // 2) * (W // 2), num_classes))
+
+def not_a_model(input_dim, num_classes):
+    return 42
+"""
+
+
+def test_train_a_sequential_from_a_user_file(tmp_path, capsys):
+    (tmp_path / "mynet.py").write_text(SEQUENTIAL_FILE)
+    rc = main(["train", "--model", f"{tmp_path / 'mynet.py'}:build", "--epochs", "6",
+               "--num-train", "400", "--out", str(tmp_path / "out")])
+    assert rc == 0
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert history["test_accuracy"] >= 0.7  # 10 digit classes: chance is 0.1
+    assert_real_png(tmp_path / "out" / "filters.png")
+    assert "mynet.py:build (1,370 parameters)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("missing.py:build", "model file missing.py does not exist"),
+    ("{dir}/mynet.py:nope", "defines no function 'nope'"),
+    ("{dir}/mynet.py:not_a_model", "returned a int, not a model"),
+])
+def test_bad_user_model_is_a_one_line_error(spec, fragment, tmp_path, capsys):
+    (tmp_path / "mynet.py").write_text(SEQUENTIAL_FILE)
+    rc = main(["train", "--model", spec.format(dir=tmp_path), "--out", str(tmp_path / "o")])
+    assert rc == 1
+    assert_one_line_error(capsys, fragment)

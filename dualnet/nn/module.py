@@ -107,6 +107,17 @@ class Module:
         return sum(int(np.prod(p.shape)) for _, p in self.parameters())
 
     # -- modes and devices ---------------------------------------------------------------
+    @property
+    def backend(self):
+        """The Backend holding this module's parameters (the default one if it has none)."""
+        return backend.of(*(p for _, p in self.parameters()))
+
+    @property
+    def dtype(self):
+        """The dtype of the first parameter (None for a module without parameters)."""
+        first = next(iter(self.parameters()), None)
+        return None if first is None else first[1].dtype
+
     def train(self, mode: bool = True) -> Module:
         """Training mode: batch statistics for batchnorm, random masks for dropout."""
         self.training = mode
