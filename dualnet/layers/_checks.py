@@ -9,7 +9,10 @@ from .. import backend
 
 def floating(layer: str, **arrays):
     """Backend of `arrays`; each must be a float32/float64 array and all of one dtype."""
-    be = backend.of(*arrays.values())
+    try:
+        be = backend.of(*arrays.values())
+    except TypeError as exc:  # arrays of two backends: say which layer was handed them
+        raise TypeError(f"{layer}: {exc}") from None
     dtypes = {}
     for name, a in arrays.items():
         if not hasattr(a, "dtype") or not hasattr(a, "shape"):

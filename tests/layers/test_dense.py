@@ -55,3 +55,16 @@ def test_affine_bad_shapes_name_layer_and_shape(x_shape, w_shape, b_shape, match
 def test_affine_dtype_mismatch():
     with pytest.raises(TypeError, match=r"affine_forward: dtype mismatch \(x=float32, w=float64"):
         affine_forward(np.zeros((2, 3), np.float32), np.zeros((3, 2)), np.zeros(2))
+
+
+class FakeCupyArray:
+    """Stands in for a cupy.ndarray (no GPU here): backends are told apart by type module."""
+
+    __module__ = "cupy._core.core"
+    shape, ndim, dtype = (3, 2), 2, np.dtype(np.float64)
+
+
+def test_arrays_from_two_backends_name_the_layer_and_both_backends():
+    with pytest.raises(TypeError, match=r"affine_forward: arrays from two backends were mixed: "
+                                        r"host \(numpy\.ndarray\) and cupy"):
+        affine_forward(np.zeros((2, 3)), FakeCupyArray(), np.zeros(2))
