@@ -2,11 +2,45 @@
 
 Shapes: x (N, C, H, W), w (F, C, HH, WW), b (F,), out (N, F, Ho, Wo) with
 Ho = (H + 2*pad - HH) / stride + 1 (must be an integer; likewise Wo).
+
+Memory: the fast layers unfold the input into im2col patches, C*HH*WW times the size of
+the output planes, so they work through the batch in chunks. The scratch memory they hold at
+once (patches, patch gradients, partial results; not the arrays they return) stays under a
+budget: `DEFAULT_MEMORY_BUDGET` (256 MiB), or the `DUALNET_CONV_MEMORY_BUDGET`
+environment variable (bytes) read at import, or `set_memory_budget(nbytes)`. The backward pass
+recomputes each chunk's patches rather than keeping them from the forward pass.
 """
 
 from __future__ import annotations
 
+import os
+
 from . import _checks
+
+#: Default bound, in bytes, on the scratch memory one fast convolution call holds at once.
+DEFAULT_MEMORY_BUDGET = 256 * 2**20
+
+# On host backends, chunks are also kept near this size even when the budget allows more:
+# patches written by im2col are then still in cache when the GEMM reads them.
+_HOST_CHUNK_BYTES = 8 * 2**20
+
+_memory_budget = int(os.environ.get("DUALNET_CONV_MEMORY_BUDGET", DEFAULT_MEMORY_BUDGET))
+
+
+def set_memory_budget(nbytes: int) -> int:
+    """Bound the fast convolution's scratch memory to `nbytes`; returns the old bound.
+
+    One sample is the smallest chunk, so a budget below one sample's scratch is exceeded.
+    """
+    global _memory_budget
+    nbytes = _checks.positive_int("set_memory_budget", "nbytes", nbytes)
+    old, _memory_budget = _memory_budget, nbytes
+    return old
+
+
+def get_memory_budget() -> int:
+    """The current bound, in bytes, on the fast convolution's scratch memory."""
+    return _memory_budget
 
 
 def _conv_geometry(layer, x, w, b, conv_param):
@@ -75,34 +109,67 @@ def conv_backward_naive(dout, cache):
     return xp.ascontiguousarray(dx), dw, db
 
 
-def conv_forward_fast(x, w, b, conv_param):
-    """Convolution as one GEMM per sample over im2col patches (the backend's kernel).
+def _chunks(be, N, sample_bytes):
+    """Batch slices holding at most the budget's worth of `sample_bytes` each."""
+    limit = _memory_budget
+    if be.host:
+        limit = min(limit, _HOST_CHUNK_BYTES)
+    step = max(1, min(N, limit // max(1, sample_bytes)))
+    return [slice(n, min(n + step, N)) for n in range(0, N, step)]
 
-    Returns out (N, F, Ho, Wo), cache for `conv_backward_fast`.
+
+def conv_forward_fast(x, w, b, conv_param):
+    """Convolution as im2col + GEMM (one GEMM per sample), in batch chunks.
+
+    Returns out (N, F, Ho, Wo) in x's dtype, cache for `conv_backward_fast`.
     """
     be, stride, pad, Ho, Wo = _conv_geometry("conv_forward_fast", x, w, b, conv_param)
     xp = be.xp
+    x = xp.ascontiguousarray(x)
     N, F = x.shape[0], w.shape[0]
     HH, WW = w.shape[2:]
-    cols = be.im2col(xp.ascontiguousarray(x), HH, WW, pad, stride)  # (N, C*HH*WW, Ho*Wo)
-    out = xp.matmul(w.reshape(F, -1), cols)  # (N, F, Ho*Wo): already NCHW order
+    w2 = w.reshape(F, -1)
+    K, P = w2.shape[1], Ho * Wo
+    # per sample, the backward pass holds patches, their gradient, its share of dx and a
+    # dw term at once; the forward pass only the patches
+    sample_bytes = (2 * K * P + x[0].size + F * K) * x.itemsize
+    out = xp.empty((N, F, P), dtype=x.dtype)
+    parts = _chunks(be, N, sample_bytes)
+    for part in parts:
+        # patches (n, C*HH*WW, Ho*Wo), a temporary freed at once; out (n, F, Ho*Wo) is NCHW
+        xp.matmul(w2, be.im2col(x[part], HH, WW, pad, stride), out=out[part])
     out += b[:, None]
-    return out.reshape(N, F, Ho, Wo), (x.shape, w, cols, stride, pad)
+    return out.reshape(N, F, Ho, Wo), (x, w, stride, pad, parts)
 
 
-def conv_backward_fast(dout, cache):
-    """Gradients of `conv_forward_fast`: two GEMMs and the backend's col2im.
+def conv_backward_fast(dout, cache, need_dx=True):
+    """Gradients of `conv_forward_fast`: per chunk, two GEMMs and the backend's col2im.
 
-    Returns dx (N, C, H, W), dw (F, C, HH, WW), db (F,).
+    need_dx=False skips the input gradient (returned as None), a third of the work; the
+    first layer of a network has no use for it.
+
+    Returns dx (N, C, H, W) or None, dw (F, C, HH, WW), db (F,).
     """
-    x_shape, w, cols, stride, pad = cache
+    x, w, stride, pad, parts = cache
     be = _checks.floating("conv_backward_fast", dout=dout, w=w)
     xp = be.xp
     N, F = dout.shape[:2]
     HH, WW = w.shape[2:]
-    dout = dout.reshape(N, F, -1)
+    w2 = w.reshape(F, -1)
+    dout = xp.ascontiguousarray(dout).reshape(N, F, -1)
     db = dout.sum(axis=(0, 2))
-    dw = xp.tensordot(dout, cols, axes=([0, 2], [0, 2])).reshape(w.shape)
-    dcols = xp.matmul(w.reshape(F, -1).T, dout)  # (N, C*HH*WW, Ho*Wo)
-    dx = be.col2im(dcols, x_shape, HH, WW, pad, stride)
-    return dx, dw, db
+    dw = xp.zeros_like(w2)
+    dx = xp.empty_like(x) if need_dx else None
+    for part in parts:
+        # recomputing the patches costs less than keeping them: a chunk's patches are
+        # rebuilt in cache, while kept ones come back from main memory (and fresh pages
+        # for them fault in on every forward pass)
+        cols = be.im2col(x[part], HH, WW, pad, stride)
+        # sum over the chunk of dout_n @ cols_n.T, as one batched GEMM
+        dw += xp.matmul(dout[part], cols.transpose(0, 2, 1)).sum(axis=0)
+        del cols  # freed before the next buffer is made: one chunk's scratch at a time
+        if need_dx:
+            dcols = xp.matmul(w2.T, dout[part])  # (n, C*HH*WW, Ho*Wo)
+            dx[part] = be.col2im(dcols, x[part].shape, HH, WW, pad, stride)
+            del dcols
+    return dx, dw.reshape(w.shape), db

@@ -1,0 +1,345 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False
+"""CPU kernels for the `numpy` backend: im2col/col2im and max/average pooling.
+
+Built as `dualnet.kernels._im2col`. The layouts are those of `dualnet/kernels/reference.py`
+(the spec), so `NumpyBackend` can swap one for the other:
+
+- `im2col(x (N, C, H, W), HH, WW, pad, stride) -> cols (N, C*HH*WW, Ho*Wo)`, rows (c, hh, ww).
+- `col2im(cols, x_shape, HH, WW, pad, stride) -> dx (N, C, H, W)`, overlaps summed.
+- `maxpool_forward(x, ph, pw, stride) -> out, argmax (N, C, Ho, Wo)`, argmax int64 into the
+  (H, W) plane, first maximum on ties (and the first NaN, like `numpy.argmax`).
+- `maxpool_backward(dout, argmax, x_shape, ph, pw, stride) -> dx (N, C, H, W)`.
+- `avgpool_forward/avgpool_backward` likewise, without argmax.
+
+Every kernel works on whole (n, c) planes, one plane per loop iteration, and those iterations
+run in parallel under OpenMP when the extension was built with it. Sums into one plane happen
+in a fixed order inside one thread, so results are deterministic and need no atomics; col2im
+and maxpool_backward add in the same order as the reference and so match it bit for bit.
+float32 stays float32 (fused types); inputs must be C-contiguous (the layers ensure it).
+"""
+
+import numpy as np
+
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy, memset
+
+ctypedef fused floating:
+    float
+    double
+
+
+# -- helpers ------------------------------------------------------------------------------
+cdef inline Py_ssize_t _out_size(Py_ssize_t size, Py_ssize_t window, Py_ssize_t pad,
+                                 Py_ssize_t stride) noexcept nogil:
+    return (size + 2 * pad - window) // stride + 1
+
+
+cdef inline void _valid_range(Py_ssize_t offset, Py_ssize_t size, Py_ssize_t n_out,
+                              Py_ssize_t stride, Py_ssize_t *lo, Py_ssize_t *hi) noexcept nogil:
+    """Output positions o in [lo, hi) whose input index o*stride + offset lies in [0, size).
+
+    Computing the range once per row keeps the bounds test out of the innermost loop.
+    """
+    cdef Py_ssize_t a = 0, b
+    if offset < 0:
+        a = (-offset + stride - 1) // stride
+    b = (size - offset + stride - 1) // stride if size > offset else 0
+    if b > n_out:
+        b = n_out
+    if a > b:
+        a = b
+    lo[0] = a
+    hi[0] = b
+
+
+def _check(name, a, ndim):
+    """Real exceptions, not asserts: kernels read raw memory."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype != np.float32 and a.dtype != np.float64:
+        raise TypeError(f"{name} must be float32 or float64, got {a.dtype}")
+    if a.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (use numpy.ascontiguousarray)")
+
+
+def _check_geometry(size, window, pad, stride, what):
+    if window < 1 or stride < 1 or pad < 0 or size + 2 * pad < window:
+        raise ValueError(f"bad {what} geometry: size {size}, window {window}, pad {pad}, "
+                         f"stride {stride}")
+
+
+# -- im2col / col2im -----------------------------------------------------------------------
+cdef void _im2col_plane(const floating *x, floating *cols, Py_ssize_t H, Py_ssize_t W,
+                        Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad, Py_ssize_t stride,
+                        Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    """One (H, W) plane -> its HH*WW rows of Ho*Wo columns, padding written as zeros."""
+    cdef Py_ssize_t i, j, ho, wo, h, wo_lo, wo_hi, ho_lo, ho_hi
+    cdef const floating *src
+    cdef floating *dst
+    for i in range(HH):
+        _valid_range(i - pad, H, Ho, stride, &ho_lo, &ho_hi)
+        for j in range(WW):
+            _valid_range(j - pad, W, Wo, stride, &wo_lo, &wo_hi)
+            dst = cols + (i * WW + j) * Ho * Wo
+            for ho in range(Ho):
+                if ho < ho_lo or ho >= ho_hi or wo_lo == wo_hi:
+                    memset(dst + ho * Wo, 0, Wo * sizeof(floating))
+                    continue
+                h = ho * stride + i - pad
+                # columns wo map to input w = wo*stride + j - pad
+                src = x + h * W + j - pad
+                if wo_lo > 0:
+                    memset(dst + ho * Wo, 0, wo_lo * sizeof(floating))
+                if stride == 1:
+                    memcpy(dst + ho * Wo + wo_lo, src + wo_lo,
+                           (wo_hi - wo_lo) * sizeof(floating))
+                else:
+                    for wo in range(wo_lo, wo_hi):
+                        dst[ho * Wo + wo] = src[wo * stride]
+                if wo_hi < Wo:
+                    memset(dst + ho * Wo + wo_hi, 0, (Wo - wo_hi) * sizeof(floating))
+
+
+cdef void _col2im_plane(const floating *cols, floating *dx, Py_ssize_t H, Py_ssize_t W,
+                        Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad, Py_ssize_t stride,
+                        Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    """Adjoint of `_im2col_plane`: sums the HH*WW rows back into one zeroed (H, W) plane.
+
+    Window offsets are visited in (i, j) order, the reference's order, so each dx element
+    receives its terms in the same sequence there and here.
+    """
+    cdef Py_ssize_t i, j, ho, wo, h, wo_lo, wo_hi, ho_lo, ho_hi
+    cdef const floating *src
+    cdef floating *dst
+    memset(dx, 0, H * W * sizeof(floating))
+    for i in range(HH):
+        _valid_range(i - pad, H, Ho, stride, &ho_lo, &ho_hi)
+        for j in range(WW):
+            _valid_range(j - pad, W, Wo, stride, &wo_lo, &wo_hi)
+            src = cols + (i * WW + j) * Ho * Wo
+            for ho in range(ho_lo, ho_hi):
+                h = ho * stride + i - pad
+                dst = dx + h * W + j - pad
+                for wo in range(wo_lo, wo_hi):
+                    dst[wo * stride] += src[ho * Wo + wo]
+
+
+def _im2col_fused(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
+                  Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad, Py_ssize_t stride):
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t Ho = _out_size(H, HH, pad, stride), Wo = _out_size(W, WW, pad, stride)
+    cdef Py_ssize_t plane, n, c
+    for plane in prange(N * C, nogil=True, schedule="static"):
+        n = plane // C
+        c = plane % C
+        _im2col_plane(&x[n, c, 0, 0], &cols[n, c * HH * WW, 0], H, W, HH, WW, pad, stride,
+                      Ho, Wo)
+
+
+def _col2im_fused(const floating[:, :, ::1] cols, floating[:, :, :, ::1] dx,
+                  Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad, Py_ssize_t stride):
+    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef Py_ssize_t Ho = _out_size(H, HH, pad, stride), Wo = _out_size(W, WW, pad, stride)
+    cdef Py_ssize_t plane, n, c
+    for plane in prange(N * C, nogil=True, schedule="static"):
+        n = plane // C
+        c = plane % C
+        _col2im_plane(&cols[n, c * HH * WW, 0], &dx[n, c, 0, 0], H, W, HH, WW, pad, stride,
+                      Ho, Wo)
+
+
+def _window_shape(x_shape, HH, WW, pad, stride, layer):
+    N, C, H, W = (int(s) for s in x_shape)
+    _check_geometry(H, HH, pad, stride, f"{layer} height")
+    _check_geometry(W, WW, pad, stride, f"{layer} width")
+    return N, C, H, W, _out_size(H, HH, pad, stride), _out_size(W, WW, pad, stride)
+
+
+def im2col(x, HH, WW, pad, stride):
+    """x (N, C, H, W) -> cols (N, C*HH*WW, Ho*Wo), C-contiguous, x's dtype.
+
+    Row c*HH*WW + i*WW + j, column ho*Wo + wo holds x[n, c, ho*stride + i - pad,
+    wo*stride + j - pad] (zero outside the input).
+    """
+    _check("im2col: x", x, 4)
+    N, C, H, W, Ho, Wo = _window_shape(x.shape, HH, WW, pad, stride, "im2col")
+    cols = np.empty((N, C * HH * WW, Ho * Wo), dtype=x.dtype)
+    if cols.size:
+        _im2col_fused(x, cols, HH, WW, pad, stride)
+    return cols
+
+
+def col2im(cols, x_shape, HH, WW, pad, stride):
+    """Adjoint of `im2col`: cols (N, C*HH*WW, Ho*Wo) -> dx (N, C, H, W), overlaps summed."""
+    _check("col2im: cols", cols, 3)
+    N, C, H, W, Ho, Wo = _window_shape(x_shape, HH, WW, pad, stride, "col2im")
+    if cols.shape != (N, C * HH * WW, Ho * Wo):
+        raise ValueError(f"col2im: cols must have shape {(N, C * HH * WW, Ho * Wo)} for "
+                         f"x_shape {(N, C, H, W)}, got {cols.shape}")
+    dx = np.empty((N, C, H, W), dtype=cols.dtype)
+    if dx.size:
+        _col2im_fused(cols, dx, HH, WW, pad, stride)
+    return dx
+
+
+# -- pooling --------------------------------------------------------------------------------
+cdef void _maxpool_plane(const floating *x, floating *out, int64_t *argmax, Py_ssize_t W,
+                         Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t stride, Py_ssize_t Ho,
+                         Py_ssize_t Wo) noexcept nogil:
+    cdef Py_ssize_t ho, wo, i, j, at, best_at
+    cdef floating v, best
+    for ho in range(Ho):
+        for wo in range(Wo):
+            best_at = ho * stride * W + wo * stride
+            best = x[best_at]
+            for i in range(ph):
+                for j in range(pw):
+                    at = (ho * stride + i) * W + wo * stride + j
+                    v = x[at]
+                    # strict '>' keeps the first maximum; a NaN wins once, like numpy.argmax
+                    if v > best or (v != v and best == best):
+                        best = v
+                        best_at = at
+            out[ho * Wo + wo] = best
+            argmax[ho * Wo + wo] = best_at
+
+
+def _maxpool_forward_fused(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                           int64_t[:, :, :, ::1] argmax, Py_ssize_t ph, Py_ssize_t pw,
+                           Py_ssize_t stride):
+    cdef Py_ssize_t C = x.shape[1], W = x.shape[3], Ho = out.shape[2], Wo = out.shape[3]
+    cdef Py_ssize_t plane, n, c
+    for plane in prange(x.shape[0] * C, nogil=True, schedule="static"):
+        n = plane // C
+        c = plane % C
+        _maxpool_plane(&x[n, c, 0, 0], &out[n, c, 0, 0], &argmax[n, c, 0, 0], W, ph, pw,
+                       stride, Ho, Wo)
+
+
+def _maxpool_backward_fused(const floating[:, :, :, ::1] dout,
+                            const int64_t[:, :, :, ::1] argmax, floating[:, :, :, ::1] dx):
+    cdef Py_ssize_t C = dx.shape[1], HW = dx.shape[2] * dx.shape[3]
+    cdef Py_ssize_t HoWo = dout.shape[2] * dout.shape[3]
+    cdef Py_ssize_t plane, n, c, k
+    cdef const floating *g
+    cdef const int64_t *idx
+    cdef floating *d
+    for plane in prange(dx.shape[0] * C, nogil=True, schedule="static"):
+        n = plane // C
+        c = plane % C
+        g = &dout[n, c, 0, 0]
+        idx = &argmax[n, c, 0, 0]
+        d = &dx[n, c, 0, 0]
+        memset(d, 0, HW * sizeof(floating))
+        for k in range(HoWo):
+            d[idx[k]] += g[k]
+
+
+def maxpool_forward(x, ph, pw, stride):
+    """x (N, C, H, W) -> out (N, C, Ho, Wo) in x's dtype, argmax (N, C, Ho, Wo) int64."""
+    _check("maxpool_forward: x", x, 4)
+    N, C, H, W, Ho, Wo = _window_shape(x.shape, ph, pw, 0, stride, "maxpool_forward")
+    out = np.empty((N, C, Ho, Wo), dtype=x.dtype)
+    argmax = np.empty((N, C, Ho, Wo), dtype=np.int64)
+    if out.size:
+        _maxpool_forward_fused(x, out, argmax, ph, pw, stride)
+    return out, argmax
+
+
+def maxpool_backward(dout, argmax, x_shape, ph, pw, stride):
+    """dout (N, C, Ho, Wo) routed to its argmax positions -> dx (N, C, H, W), dout's dtype.
+
+    argmax must come from `maxpool_forward` on an input of shape x_shape: its entries index
+    raw memory and are trusted, as in every fast-layer cache.
+    """
+    _check("maxpool_backward: dout", dout, 4)
+    N, C, H, W, Ho, Wo = _window_shape(x_shape, ph, pw, 0, stride, "maxpool_backward")
+    if dout.shape != (N, C, Ho, Wo) or argmax.shape != dout.shape:
+        raise ValueError(f"maxpool_backward: dout {dout.shape} and argmax {argmax.shape} must "
+                         f"both be {(N, C, Ho, Wo)}")
+    argmax = np.ascontiguousarray(argmax, dtype=np.int64)
+    dx = np.empty((N, C, H, W), dtype=dout.dtype)
+    if dx.size:
+        _maxpool_backward_fused(dout, argmax, dx)
+    return dx
+
+
+cdef void _avgpool_plane(const floating *x, floating *out, Py_ssize_t W, Py_ssize_t ph,
+                         Py_ssize_t pw, Py_ssize_t stride, Py_ssize_t Ho,
+                         Py_ssize_t Wo) noexcept nogil:
+    cdef Py_ssize_t ho, wo, i, j
+    cdef floating acc
+    cdef floating count = <floating>(ph * pw)
+    for ho in range(Ho):
+        for wo in range(Wo):
+            acc = 0
+            for i in range(ph):
+                for j in range(pw):
+                    acc = acc + x[(ho * stride + i) * W + wo * stride + j]
+            out[ho * Wo + wo] = acc / count
+
+
+cdef void _avgpool_backward_plane(const floating *dout, floating *dx, Py_ssize_t H,
+                                  Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw,
+                                  Py_ssize_t stride, Py_ssize_t Ho,
+                                  Py_ssize_t Wo) noexcept nogil:
+    cdef Py_ssize_t ho, wo, i, j
+    cdef floating share
+    cdef floating count = <floating>(ph * pw)
+    memset(dx, 0, H * W * sizeof(floating))
+    # window offsets outermost: the reference's summation order
+    for i in range(ph):
+        for j in range(pw):
+            for ho in range(Ho):
+                for wo in range(Wo):
+                    share = dout[ho * Wo + wo] / count
+                    dx[(ho * stride + i) * W + wo * stride + j] += share
+
+
+def _avgpool_forward_fused(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                           Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t stride):
+    cdef Py_ssize_t C = x.shape[1], W = x.shape[3], Ho = out.shape[2], Wo = out.shape[3]
+    cdef Py_ssize_t plane, n, c
+    for plane in prange(x.shape[0] * C, nogil=True, schedule="static"):
+        n = plane // C
+        c = plane % C
+        _avgpool_plane(&x[n, c, 0, 0], &out[n, c, 0, 0], W, ph, pw, stride, Ho, Wo)
+
+
+def _avgpool_backward_fused(const floating[:, :, :, ::1] dout, floating[:, :, :, ::1] dx,
+                            Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t stride):
+    cdef Py_ssize_t C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef Py_ssize_t Ho = dout.shape[2], Wo = dout.shape[3]
+    cdef Py_ssize_t plane, n, c
+    for plane in prange(dx.shape[0] * C, nogil=True, schedule="static"):
+        n = plane // C
+        c = plane % C
+        _avgpool_backward_plane(&dout[n, c, 0, 0], &dx[n, c, 0, 0], H, W, ph, pw, stride,
+                                Ho, Wo)
+
+
+def avgpool_forward(x, ph, pw, stride):
+    """x (N, C, H, W) -> mean over each ph x pw window, (N, C, Ho, Wo) in x's dtype."""
+    _check("avgpool_forward: x", x, 4)
+    N, C, H, W, Ho, Wo = _window_shape(x.shape, ph, pw, 0, stride, "avgpool_forward")
+    out = np.empty((N, C, Ho, Wo), dtype=x.dtype)
+    if out.size:
+        _avgpool_forward_fused(x, out, ph, pw, stride)
+    return out
+
+
+def avgpool_backward(dout, x_shape, ph, pw, stride):
+    """Spread dout (N, C, Ho, Wo) evenly over each window -> dx (N, C, H, W)."""
+    _check("avgpool_backward: dout", dout, 4)
+    N, C, H, W, Ho, Wo = _window_shape(x_shape, ph, pw, 0, stride, "avgpool_backward")
+    if dout.shape != (N, C, Ho, Wo):
+        raise ValueError(f"avgpool_backward: dout must have shape {(N, C, Ho, Wo)}, "
+                         f"got {dout.shape}")
+    dx = np.empty((N, C, H, W), dtype=dout.dtype)
+    if dx.size:
+        _avgpool_backward_fused(dout, dx, ph, pw, stride)
+    return dx

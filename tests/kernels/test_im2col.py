@@ -1,0 +1,198 @@
+"""The Cython CPU kernels (`dualnet.kernels._im2col`) against the pure-NumPy reference kernels,
+an adjoint identity, the naive layers, and the pure-NumPy fallback of the `numpy` backend."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from dualnet import backend, layers
+from dualnet.kernels import reference
+
+cy = pytest.importorskip("dualnet.kernels._im2col",
+                         reason="Cython extension not built (pip install -e .)")
+
+DTYPES = [np.float32, np.float64]
+
+
+@st.composite
+def windows(draw, max_pad=2):
+    """(x shape, window h, window w, pad, stride) whose windows tile the padded input exactly."""
+    stride = draw(st.integers(1, 3))
+    pad = draw(st.integers(0, max_pad))
+    HH, WW = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    Ho, Wo = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    H = (Ho - 1) * stride + HH - 2 * pad
+    W = (Wo - 1) * stride + WW - 2 * pad
+    assume(H >= 1 and W >= 1)
+    N, C = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    return (N, C, H, W), HH, WW, pad, stride
+
+
+def _random(shape, dtype, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=40, deadline=None)
+@given(geom=windows(), seed=st.integers(0, 2**16))
+def test_im2col_col2im_equal_reference(dtype, geom, seed):
+    x_shape, HH, WW, pad, stride = geom
+    x = _random(x_shape, dtype, seed)
+    cols = cy.im2col(x, HH, WW, pad, stride)
+    assert cols.dtype == dtype and cols.flags.c_contiguous
+    # both only copy elements, so they must agree exactly
+    np.testing.assert_array_equal(cols, reference.im2col(np, x, HH, WW, pad, stride))
+    g = _random(cols.shape, dtype, seed + 1)
+    dx = cy.col2im(g, x_shape, HH, WW, pad, stride)
+    assert dx.dtype == dtype and dx.shape == x_shape
+    # same terms added in the same order as the reference: equal bit for bit
+    np.testing.assert_array_equal(dx, reference.col2im(np, g, x_shape, HH, WW, pad, stride))
+
+
+@settings(max_examples=30, deadline=None)
+@given(geom=windows(), seed=st.integers(0, 2**16))
+def test_col2im_is_the_adjoint_of_im2col(geom, seed):
+    # <im2col(x), g> == <x, col2im(g)> holds for the true adjoint, whatever the reference says
+    x_shape, HH, WW, pad, stride = geom
+    x = _random(x_shape, np.float64, seed)
+    cols = cy.im2col(x, HH, WW, pad, stride)
+    g = _random(cols.shape, np.float64, seed + 1)
+    lhs = np.vdot(cols, g)
+    rhs = np.vdot(x, cy.col2im(g, x_shape, HH, WW, pad, stride))
+    assert lhs == pytest.approx(rhs, rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=40, deadline=None)
+@given(geom=windows(max_pad=0), seed=st.integers(0, 2**16), ties=st.booleans())
+def test_pooling_equals_reference(dtype, geom, seed, ties):
+    x_shape, ph, pw, _, stride = geom
+    x = _random(x_shape, dtype, seed)
+    if ties:  # few distinct values: windows hold repeated maxima, first one must win
+        x = np.round(x).astype(dtype)
+    out, argmax = cy.maxpool_forward(x, ph, pw, stride)
+    ref_out, ref_argmax = reference.maxpool_forward(np, x, ph, pw, stride)
+    assert out.dtype == dtype and argmax.dtype == np.int64
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(argmax, ref_argmax)
+    dout = _random(out.shape, dtype, seed + 1)
+    dx = cy.maxpool_backward(dout, argmax, x_shape, ph, pw, stride)
+    assert dx.dtype == dtype
+    # the reference sums overlapping windows in float64 (bincount): equal up to rounding
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(
+        dx, reference.maxpool_backward(np, dout, argmax, x_shape, ph, pw, stride),
+        rtol=tol, atol=tol)
+    avg = cy.avgpool_forward(x, ph, pw, stride)
+    assert avg.dtype == dtype
+    np.testing.assert_allclose(avg, reference.avgpool_forward(np, x, ph, pw, stride),
+                               rtol=tol, atol=tol)
+    davg = cy.avgpool_backward(dout, x_shape, ph, pw, stride)
+    assert davg.dtype == dtype
+    np.testing.assert_allclose(davg, reference.avgpool_backward(np, dout, x_shape, ph, pw, stride),
+                               rtol=tol, atol=tol)
+
+
+def test_maxpool_first_maximum_and_nan_like_numpy_argmax():
+    x = np.array([[[[1.0, 3.0, 3.0, 0.0],
+                    [3.0, 2.0, np.nan, 5.0]]]], dtype=np.float32)
+    out, argmax = cy.maxpool_forward(x, 2, 2, 2)
+    # left window: three 3.0s, the first in row-major order (index 1) wins
+    assert argmax[0, 0, 0, 0] == 1 and out[0, 0, 0, 0] == 3.0
+    # right window: a NaN wins over larger numbers, as numpy.argmax decides
+    assert argmax[0, 0, 0, 1] == 6 and np.isnan(out[0, 0, 0, 1])
+
+
+def test_kernels_reject_bad_arrays():
+    x = np.zeros((2, 3, 8, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        cy.im2col(x.transpose(0, 1, 3, 2), 3, 3, 1, 1)
+    with pytest.raises(TypeError, match="float32 or float64"):
+        cy.maxpool_forward(x.astype(np.int32), 2, 2, 2)
+    with pytest.raises(ValueError, match="4-D"):
+        cy.im2col(x[0], 3, 3, 1, 1)
+    with pytest.raises(ValueError, match="cols must have shape"):
+        cy.col2im(np.zeros((2, 27, 63), np.float32), x.shape, 3, 3, 1, 1)
+    with pytest.raises(ValueError, match="bad im2col height geometry"):
+        cy.im2col(x, 11, 3, 1, 1)
+
+
+# -- the layers, with the extension and with the fallback ------------------------------------
+@pytest.fixture(params=["cython", "fallback"])
+def numpy_backend(request, monkeypatch):
+    """The `numpy` backend with its Cython kernels, or rebuilt with them disabled."""
+    if request.param == "fallback":
+        monkeypatch.setenv("DUALNET_NO_EXTENSION", "1")
+        be = backend.NumpyBackend()
+        assert be.kernels().startswith("pure-NumPy kernels")
+        monkeypatch.setitem(backend._instances, "numpy", be)
+    be = backend.get("numpy")
+    with backend.use("numpy"):
+        yield be
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+# the fixture only selects a backend; sharing it across examples is intended
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(geom=windows(max_pad=1), F=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_fast_layers_equal_naive_layers(numpy_backend, dtype, geom, F, seed):
+    x_shape, HH, WW, pad, stride = geom
+    x = _random(x_shape, dtype, seed)
+    w = _random((F, x_shape[1], HH, WW), dtype, seed + 1)
+    b = _random((F,), dtype, seed + 2)
+    param = {"stride": stride, "pad": pad}
+    tol = 2e-5 if dtype == np.float32 else 1e-10
+    out, cache = layers.conv_forward_fast(x, w, b, param)
+    ref, ref_cache = layers.conv_forward_naive(x, w, b, param)
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
+    dout = _random(out.shape, dtype, seed + 3)
+    for fast, naive in zip(layers.conv_backward_fast(dout, cache),
+                           layers.conv_backward_naive(dout, ref_cache), strict=True):
+        assert fast.dtype == dtype
+        np.testing.assert_allclose(fast, naive, rtol=tol, atol=tol * 10)
+    pool = {"pool_height": HH, "pool_width": WW, "stride": stride}
+    if pad == 0:
+        out, cache = layers.max_pool_forward_fast(x, pool)
+        ref, ref_cache = layers.max_pool_forward_naive(x, pool)
+        np.testing.assert_array_equal(out, ref)
+        dout = _random(out.shape, dtype, seed + 4)
+        np.testing.assert_allclose(layers.max_pool_backward_fast(dout, cache),
+                                   layers.max_pool_backward_naive(dout, ref_cache),
+                                   rtol=tol, atol=tol)
+
+
+def test_numpy_backend_reports_active_kernels():
+    assert backend.get("numpy").kernels() == "Cython kernels (dualnet.kernels._im2col)"
+
+
+def test_env_var_disables_the_extension_in_a_fresh_process():
+    """DUALNET_NO_EXTENSION=1 at start-up: pure-NumPy kernels, same results as the naive layers."""
+    script = textwrap.dedent("""
+        import numpy as np
+        from dualnet import backend, layers
+        print(backend.get("numpy").kernels())
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((2, 3, 7, 7)).astype(np.float32)
+        w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+        b = rng.standard_normal(4).astype(np.float32)
+        p = {"stride": 2, "pad": 1}
+        fast, _ = layers.conv_forward_fast(x, w, b, p)
+        naive, _ = layers.conv_forward_naive(x, w, b, p)
+        assert fast.dtype == np.float32
+        np.testing.assert_allclose(fast, naive, rtol=1e-5, atol=1e-5)
+        print("equal")
+    """)
+    env = {**os.environ, "DUALNET_NO_EXTENSION": "1"}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split("\n")[:2] == ["pure-NumPy kernels (disabled by DUALNET_NO_EXTENSION)",
+                                          "equal"]
