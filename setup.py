@@ -27,7 +27,12 @@ def _extensions():
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
-    return cythonize([ext], compiler_directives={"language_level": 3}, quiet=True)
+    try:
+        return cythonize([ext], compiler_directives={"language_level": 3}, quiet=True)
+    except Exception as exc:  # a Cython too old or a broken .pyx must not fail the install
+        print(f"dualnet: WARNING: not building the Cython kernels ({exc}); "
+              "the slower pure-NumPy kernels will be used", file=sys.stderr)
+        return []
 
 
 class OptionalBuildExt(build_ext):
