@@ -13,6 +13,18 @@ import numpy as np
 from . import backend
 
 
+def _centered(f, x, ix, h):
+    """(f(x + h e_ix), f(x - h e_ix)), perturbing x[ix] in place and restoring it."""
+    old = float(x[ix])
+    x[ix] = old + h
+    pos = f(x)
+    pos = pos.copy() if hasattr(pos, "copy") else pos  # f may return a buffer it reuses
+    x[ix] = old - h
+    neg = f(x)
+    x[ix] = old
+    return pos, neg
+
+
 def eval_numerical_gradient(f, x, verbose=True, h=0.00001):
     """Numeric gradient of a scalar function f at x (an array, modified and restored).
 
@@ -20,13 +32,8 @@ def eval_numerical_gradient(f, x, verbose=True, h=0.00001):
     """
     grad = backend.of(x).xp.zeros_like(x)
     for ix in np.ndindex(*x.shape):
-        old = float(x[ix])
-        x[ix] = old + h
-        fxph = float(f(x))
-        x[ix] = old - h
-        fxmh = float(f(x))
-        x[ix] = old
-        grad[ix] = (fxph - fxmh) / (2 * h)
+        fxph, fxmh = _centered(f, x, ix, h)
+        grad[ix] = (float(fxph) - float(fxmh)) / (2 * h)
         if verbose:
             print(ix, float(grad[ix]))
     return grad
@@ -36,12 +43,7 @@ def eval_numerical_gradient_array(f, x, df, h=1e-5):
     """Numeric gradient of sum(f(x) * df) with respect to x, for array-valued f."""
     grad = backend.of(x).xp.zeros_like(x)
     for ix in np.ndindex(*x.shape):
-        old = float(x[ix])
-        x[ix] = old + h
-        pos = f(x).copy()
-        x[ix] = old - h
-        neg = f(x).copy()
-        x[ix] = old
+        pos, neg = _centered(f, x, ix, h)
         grad[ix] = float(((pos - neg) * df).sum()) / (2 * h)
     return grad
 
@@ -54,13 +56,8 @@ def grad_check_sparse(f, x, analytic_grad, num_checks=10, h=1e-5):
     errors = []
     for _ in range(num_checks):
         ix = tuple(random.randrange(m) for m in x.shape)
-        old = float(x[ix])
-        x[ix] = old + h
-        fxph = float(f(x))
-        x[ix] = old - h
-        fxmh = float(f(x))
-        x[ix] = old
-        numeric = (fxph - fxmh) / (2 * h)
+        fxph, fxmh = _centered(f, x, ix, h)
+        numeric = (float(fxph) - float(fxmh)) / (2 * h)
         analytic = float(analytic_grad[ix])
         err = abs(numeric - analytic) / (abs(numeric) + abs(analytic) + 1e-300)
         errors.append(err)
