@@ -41,7 +41,9 @@ Reliability:
 
 - A non-finite loss stops training with `NonFiniteLossError`, which names the first layer
   whose output went non-finite (models built on `dualnet.models.Model` can say) and the
-  non-finite parameters. That step's update is not applied; `best_params` stays usable.
+  non-finite parameters. That step's update is not applied; `best_params` stays usable,
+  and the state before the step is saved to `{checkpoint_name}_diverged.npz` (or
+  `solver_diverged.npz`) so the run can resume, e.g. with a lower learning rate.
 - Checkpoints (`checkpoint_name`) are written at every accuracy check to
   `{checkpoint_name}_epoch_{epoch}.npz` (host `.npz`, see `dualnet.checkpoint`). They hold
   parameters, running statistics, update-rule state, the schedule, NumPy's RNG state,
@@ -326,11 +328,14 @@ class Solver:
                     self._say(f"Early stop: no better validation accuracy in {self.patience} "
                               f"checks; best {self.best_val_acc:f}")
                     break
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, NonFiniteLossError) as exc:
+            # Nothing is lost: the state before the interrupted or diverging step is saved.
+            what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "diverged"
             name = self.checkpoint_name or "solver"
-            path = self._save(last_good, f"{name}_interrupted.npz", always=True)
-            print(f"\nInterrupted: state after iteration {last_good['iteration']} saved to "
-                  f"{path}; Solver.resume('{path}') continues from there.", file=sys.stderr)
+            path = self._save(last_good, f"{name}_{what}.npz", always=True)
+            print(f"\n{what.capitalize()}: state after iteration {last_good['iteration']} "
+                  f"saved to {path}; Solver.resume('{path}') continues from there.",
+                  file=sys.stderr)
             raise
         finally:
             bar.close()

@@ -206,7 +206,8 @@ def test_loader_problems_are_explained():
 
 # -- non-finite losses ---------------------------------------------------------------------------
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NaN is the point
-def test_nonfinite_loss_names_the_first_bad_layer():
+def test_nonfinite_loss_names_the_first_bad_layer(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the diverged state is saved without checkpoint_name
     np.random.seed(0)
     model = FullyConnectedNet([5, 5], input_dim=6, num_classes=4)
     model.params["W2"][0, 0] = np.inf
@@ -214,20 +215,31 @@ def test_nonfinite_loss_names_the_first_bad_layer():
     with pytest.raises(NonFiniteLossError, match="'affine_relu2'.*non-finite parameters: W2"):
         solver.train()
     assert solver.loss_history == []
+    assert (tmp_path / "solver_diverged.npz").is_file()
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NaN is the point
-def test_diverging_training_stops_with_finite_history():
+def test_diverging_training_stops_with_finite_history_and_a_resumable_checkpoint(tmp_path,
+                                                                               capsys):
     np.random.seed(0)
     model = FullyConnectedNet([20], input_dim=6, num_classes=4)
-    solver = _solver(model, optim_config={"learning_rate": 1e30}, batch_size=10)
+    solver = _solver(model, optim_config={"learning_rate": 1e30}, batch_size=10,
+                     checkpoint_name=str(tmp_path / "run"))
     with pytest.raises(NonFiniteLossError, match="first layer with a non-finite output"):
         solver.train()
     assert solver.loss_history and all(math.isfinite(v) for v in solver.loss_history)
+    saved = tmp_path / "run_diverged.npz"
+    assert f"saved to {saved}" in capsys.readouterr().err
+    again = _solver(FullyConnectedNet([20], input_dim=6, num_classes=4),
+                    optim_config={"learning_rate": 1e30}, batch_size=10)
+    again.resume(saved)  # the last finite state, ready to continue with other settings
+    assert again.loss_history == solver.loss_history
+    assert all(np.all(np.isfinite(w)) for w in again.model.params.values())
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # NaN is the point
-def test_nonfinite_loss_with_a_course_style_model():
+def test_nonfinite_loss_with_a_course_style_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     model = CourseStyleSoftmax()
     model.params["b"][1] = np.nan
     with pytest.raises(NonFiniteLossError, match="cannot name its layers"):
