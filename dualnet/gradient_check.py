@@ -15,12 +15,15 @@ from . import backend
 
 def _centered(f, x, ix, h):
     """(f(x + h e_ix), f(x - h e_ix)), perturbing x[ix] in place and restoring it."""
+    def snapshot(value):
+        # f may return a view of x (a reshape) or a buffer it reuses: freeze it now
+        return value.copy() if hasattr(value, "copy") else value
+
     old = float(x[ix])
     x[ix] = old + h
-    pos = f(x)
-    pos = pos.copy() if hasattr(pos, "copy") else pos  # f may return a buffer it reuses
+    pos = snapshot(f(x))
     x[ix] = old - h
-    neg = f(x)
+    neg = snapshot(f(x))
     x[ix] = old
     return pos, neg
 

@@ -41,3 +41,10 @@ def test_rel_error():
     assert rel_error(np.array([1.0, 2.0]), np.array([1.0, 2.0])) == 0.0
     assert abs(rel_error(np.array([1.0]), np.array([1.1])) - 0.1 / 2.1) < 1e-15
     assert rel_error(np.zeros(3), np.zeros(3)) == 0.0
+
+
+def test_array_gradient_of_a_function_returning_a_view_of_its_input():
+    x = np.arange(6.0).reshape(2, 3)
+    df = np.array([1.0, -2.0, 0.5, 3.0, 0.0, 1.5])
+    grad = eval_numerical_gradient_array(lambda v: v.reshape(-1), x, df)
+    np.testing.assert_allclose(grad, df.reshape(2, 3), rtol=1e-8)
