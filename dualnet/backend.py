@@ -125,6 +125,10 @@ class NumpyBackend(Backend):
 
     name = "numpy"
     xp = np
+    #: im2col and col2im take `out=`: im2col writes into any (N, K, P) array with a contiguous
+    #: last axis (the fast convolution passes a transposed view of a (K, N, P) buffer), col2im
+    #: reads such an array and writes into a C-contiguous `out`.
+    kernels_take_out = True
 
     def __init__(self):
         self._ext, self._ext_reason = _load_cython_kernels()
@@ -134,15 +138,23 @@ class NumpyBackend(Backend):
             return "Cython kernels (dualnet.kernels._im2col)"
         return f"pure-NumPy kernels ({self._ext_reason})"
 
-    def im2col(self, x, HH, WW, pad, stride):
-        if self._ext is None:
-            return super().im2col(x, HH, WW, pad, stride)
-        return self._ext.im2col(x, HH, WW, pad, stride)
+    def im2col(self, x, HH, WW, pad, stride, out=None):
+        if self._ext is not None:
+            return self._ext.im2col(x, HH, WW, pad, stride, out=out)
+        cols = super().im2col(x, HH, WW, pad, stride)
+        if out is None:
+            return cols
+        out[...] = cols
+        return out
 
-    def col2im(self, cols, x_shape, HH, WW, pad, stride):
-        if self._ext is None:
-            return super().col2im(cols, x_shape, HH, WW, pad, stride)
-        return self._ext.col2im(cols, x_shape, HH, WW, pad, stride)
+    def col2im(self, cols, x_shape, HH, WW, pad, stride, out=None):
+        if self._ext is not None:
+            return self._ext.col2im(cols, x_shape, HH, WW, pad, stride, out=out)
+        dx = super().col2im(cols, x_shape, HH, WW, pad, stride)
+        if out is None:
+            return dx
+        out[...] = dx
+        return out
 
     def maxpool_forward(self, x, ph, pw, stride):
         if self._ext is None:

@@ -73,22 +73,45 @@ def _check_geometry(size, window, pad, stride, what):
 
 
 # -- im2col / col2im -----------------------------------------------------------------------
-cdef void _im2col_plane(const floating *x, floating *cols, Py_ssize_t H, Py_ssize_t W,
-                        Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad, Py_ssize_t stride,
-                        Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
-    """One (H, W) plane -> its HH*WW rows of Ho*Wo columns, padding written as zeros."""
-    cdef Py_ssize_t i, j, ho, wo, h, wo_lo, wo_hi, ho_lo, ho_hi
+cdef void _im2col_plane(const floating *x, floating *cols, Py_ssize_t rs, Py_ssize_t H,
+                        Py_ssize_t W, Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad,
+                        Py_ssize_t stride, Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    """One (H, W) plane -> its HH*WW rows of Ho*Wo columns, `rs` elements apart, padding zeros.
+
+    Stride 1 with "same" width (Wo == W): a window offset shifts the whole plane by a constant
+    (di*W + dj), so each row of cols is one block copy, after which the few columns that
+    wrapped around a plane row (|dj| of them per output row) are zeroed. Other geometries copy
+    one output row at a time.
+    """
+    cdef Py_ssize_t i, j, ho, wo, h, wo_lo, wo_hi, ho_lo, ho_hi, shift, k_lo, k_hi
     cdef const floating *src
     cdef floating *dst
+    cdef bint block = stride == 1 and Wo == W
     for i in range(HH):
         _valid_range(i - pad, H, Ho, stride, &ho_lo, &ho_hi)
         for j in range(WW):
             _valid_range(j - pad, W, Wo, stride, &wo_lo, &wo_hi)
-            dst = cols + (i * WW + j) * Ho * Wo
-            for ho in range(Ho):
-                if ho < ho_lo or ho >= ho_hi or wo_lo == wo_hi:
-                    memset(dst + ho * Wo, 0, Wo * sizeof(floating))
-                    continue
+            dst = cols + (i * WW + j) * rs
+            if ho_lo >= ho_hi or wo_lo >= wo_hi:
+                memset(dst, 0, Ho * Wo * sizeof(floating))
+                continue
+            if ho_lo > 0:
+                memset(dst, 0, ho_lo * Wo * sizeof(floating))
+            if ho_hi < Ho:
+                memset(dst + ho_hi * Wo, 0, (Ho - ho_hi) * Wo * sizeof(floating))
+            if block:
+                # dst[k] = x[k + shift] for k in rows [ho_lo, ho_hi), clipped to the plane
+                shift = (i - pad) * W + (j - pad)
+                k_lo = ho_lo * Wo + wo_lo
+                k_hi = (ho_hi - 1) * Wo + wo_hi
+                memcpy(dst + k_lo, x + k_lo + shift, (k_hi - k_lo) * sizeof(floating))
+                for ho in range(ho_lo, ho_hi):
+                    for wo in range(wo_lo):
+                        dst[ho * Wo + wo] = 0
+                    for wo in range(wo_hi, Wo):
+                        dst[ho * Wo + wo] = 0
+                continue
+            for ho in range(ho_lo, ho_hi):
                 h = ho * stride + i - pad
                 # columns wo map to input w = wo*stride + j - pad
                 src = x + h * W + j - pad
@@ -104,9 +127,9 @@ cdef void _im2col_plane(const floating *x, floating *cols, Py_ssize_t H, Py_ssiz
                     memset(dst + ho * Wo + wo_hi, 0, (Wo - wo_hi) * sizeof(floating))
 
 
-cdef void _col2im_plane(const floating *cols, floating *dx, Py_ssize_t H, Py_ssize_t W,
-                        Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad, Py_ssize_t stride,
-                        Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+cdef void _col2im_plane(const floating *cols, floating *dx, Py_ssize_t rs, Py_ssize_t H,
+                        Py_ssize_t W, Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad,
+                        Py_ssize_t stride, Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
     """Adjoint of `_im2col_plane`: sums the HH*WW rows back into one zeroed (H, W) plane.
 
     Window offsets are visited in (i, j) order, the reference's order, so each dx element
@@ -120,36 +143,42 @@ cdef void _col2im_plane(const floating *cols, floating *dx, Py_ssize_t H, Py_ssi
         _valid_range(i - pad, H, Ho, stride, &ho_lo, &ho_hi)
         for j in range(WW):
             _valid_range(j - pad, W, Wo, stride, &wo_lo, &wo_hi)
-            src = cols + (i * WW + j) * Ho * Wo
             for ho in range(ho_lo, ho_hi):
                 h = ho * stride + i - pad
+                src = cols + (i * WW + j) * rs + ho * Wo
                 dst = dx + h * W + j - pad
-                for wo in range(wo_lo, wo_hi):
-                    dst[wo * stride] += src[ho * Wo + wo]
+                if stride == 1:  # a separate loop the compiler can vectorize
+                    for wo in range(wo_lo, wo_hi):
+                        dst[wo] += src[wo]
+                else:
+                    for wo in range(wo_lo, wo_hi):
+                        dst[wo * stride] += src[wo]
 
 
-def _im2col_fused(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols,
+def _im2col_fused(const floating[:, :, :, ::1] x, floating[:, :, :] cols,
                   Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad, Py_ssize_t stride):
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t Ho = _out_size(H, HH, pad, stride), Wo = _out_size(W, WW, pad, stride)
+    cdef Py_ssize_t rs = cols.strides[1] // sizeof(floating)
     cdef Py_ssize_t plane, n, c
     for plane in prange(N * C, nogil=True, schedule="static"):
         n = plane // C
         c = plane % C
-        _im2col_plane(&x[n, c, 0, 0], &cols[n, c * HH * WW, 0], H, W, HH, WW, pad, stride,
-                      Ho, Wo)
+        _im2col_plane(&x[n, c, 0, 0], &cols[n, c * HH * WW, 0], rs, H, W, HH, WW, pad,
+                      stride, Ho, Wo)
 
 
-def _col2im_fused(const floating[:, :, ::1] cols, floating[:, :, :, ::1] dx,
+def _col2im_fused(const floating[:, :, :] cols, floating[:, :, :, ::1] dx,
                   Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad, Py_ssize_t stride):
     cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
     cdef Py_ssize_t Ho = _out_size(H, HH, pad, stride), Wo = _out_size(W, WW, pad, stride)
+    cdef Py_ssize_t rs = cols.strides[1] // sizeof(floating)
     cdef Py_ssize_t plane, n, c
     for plane in prange(N * C, nogil=True, schedule="static"):
         n = plane // C
         c = plane % C
-        _col2im_plane(&cols[n, c * HH * WW, 0], &dx[n, c, 0, 0], H, W, HH, WW, pad, stride,
-                      Ho, Wo)
+        _col2im_plane(&cols[n, c * HH * WW, 0], &dx[n, c, 0, 0], rs, H, W, HH, WW, pad,
+                      stride, Ho, Wo)
 
 
 def _window_shape(x_shape, HH, WW, pad, stride, layer):
@@ -159,39 +188,95 @@ def _window_shape(x_shape, HH, WW, pad, stride, layer):
     return N, C, H, W, _out_size(H, HH, pad, stride), _out_size(W, WW, pad, stride)
 
 
-def im2col(x, HH, WW, pad, stride):
-    """x (N, C, H, W) -> cols (N, C*HH*WW, Ho*Wo), C-contiguous, x's dtype.
+def _check_cols(name, cols, shape, dtype):
+    """A (N, K, P) patch array: any strides on the first two axes, the last contiguous."""
+    if not isinstance(cols, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(cols).__name__}")
+    if cols.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {cols.dtype}")
+    if cols.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {cols.shape}")
+    if cols.shape[2] > 1 and cols.strides[2] != cols.itemsize:
+        raise ValueError(f"{name} must be contiguous along its last axis")
+
+
+def im2col(x, HH, WW, pad, stride, out=None):
+    """x (N, C, H, W) -> cols (N, C*HH*WW, Ho*Wo) in x's dtype.
 
     Row c*HH*WW + i*WW + j, column ho*Wo + wo holds x[n, c, ho*stride + i - pad,
-    wo*stride + j - pad] (zero outside the input).
+    wo*stride + j - pad] (zero outside the input). Returned C-contiguous, or written into
+    `out`: an array of that shape and dtype whose last axis is contiguous (its first two axes
+    may have any strides, e.g. a transposed view of a (C*HH*WW, N, Ho*Wo) buffer).
     """
     _check("im2col: x", x, 4)
     N, C, H, W, Ho, Wo = _window_shape(x.shape, HH, WW, pad, stride, "im2col")
-    cols = np.empty((N, C * HH * WW, Ho * Wo), dtype=x.dtype)
-    if cols.size:
-        _im2col_fused(x, cols, HH, WW, pad, stride)
-    return cols
+    shape = (N, C * HH * WW, Ho * Wo)
+    if out is None:
+        out = np.empty(shape, dtype=x.dtype)
+    else:
+        _check_cols("im2col: out", out, shape, x.dtype)
+    if out.size:
+        _im2col_fused(x, out, HH, WW, pad, stride)
+    return out
 
 
-def col2im(cols, x_shape, HH, WW, pad, stride):
-    """Adjoint of `im2col`: cols (N, C*HH*WW, Ho*Wo) -> dx (N, C, H, W), overlaps summed."""
-    _check("col2im: cols", cols, 3)
+def col2im(cols, x_shape, HH, WW, pad, stride, out=None):
+    """Adjoint of `im2col`: cols (N, C*HH*WW, Ho*Wo) -> dx (N, C, H, W), overlaps summed.
+
+    cols needs only a contiguous last axis. `out`, when given, is a C-contiguous
+    (N, C, H, W) array of cols' dtype that receives dx (and is returned).
+    """
+    if not isinstance(cols, np.ndarray) or cols.ndim != 3:
+        _check("col2im: cols", cols, 3)
     N, C, H, W, Ho, Wo = _window_shape(x_shape, HH, WW, pad, stride, "col2im")
+    if cols.dtype != np.float32 and cols.dtype != np.float64:
+        raise TypeError(f"col2im: cols must be float32 or float64, got {cols.dtype}")
     if cols.shape != (N, C * HH * WW, Ho * Wo):
         raise ValueError(f"col2im: cols must have shape {(N, C * HH * WW, Ho * Wo)} for "
                          f"x_shape {(N, C, H, W)}, got {cols.shape}")
-    dx = np.empty((N, C, H, W), dtype=cols.dtype)
-    if dx.size:
-        _col2im_fused(cols, dx, HH, WW, pad, stride)
-    return dx
+    _check_cols("col2im: cols", cols, cols.shape, cols.dtype)
+    if out is None:
+        out = np.empty((N, C, H, W), dtype=cols.dtype)
+    else:
+        _check("col2im: out", out, 4)
+        if out.shape != (N, C, H, W) or out.dtype != cols.dtype:
+            raise ValueError(f"col2im: out must be a {cols.dtype} array of shape "
+                             f"{(N, C, H, W)}, got {out.dtype} {out.shape}")
+    if out.size:
+        _col2im_fused(cols, out, HH, WW, pad, stride)
+    return out
 
 
 # -- pooling --------------------------------------------------------------------------------
 cdef void _maxpool_plane(const floating *x, floating *out, int64_t *argmax, Py_ssize_t W,
                          Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t stride, Py_ssize_t Ho,
                          Py_ssize_t Wo) noexcept nogil:
-    cdef Py_ssize_t ho, wo, i, j, at, best_at
+    cdef Py_ssize_t ho, wo, i, j, at, best_at, base
     cdef floating v, best
+    cdef const floating *row
+    if ph == 2 and pw == 2:
+        # the common 2x2 window, unrolled: the same comparisons in the same (i, j) order
+        for ho in range(Ho):
+            row = x + ho * stride * W
+            for wo in range(Wo):
+                base = ho * stride * W + wo * stride
+                best_at = base
+                best = row[wo * stride]
+                v = row[wo * stride + 1]
+                if v > best or (v != v and best == best):
+                    best = v
+                    best_at = base + 1
+                v = row[W + wo * stride]
+                if v > best or (v != v and best == best):
+                    best = v
+                    best_at = base + W
+                v = row[W + wo * stride + 1]
+                if v > best or (v != v and best == best):
+                    best = v
+                    best_at = base + W + 1
+                out[ho * Wo + wo] = best
+                argmax[ho * Wo + wo] = best_at
+        return
     for ho in range(Ho):
         for wo in range(Wo):
             best_at = ho * stride * W + wo * stride
@@ -239,6 +324,34 @@ def _maxpool_backward_fused(const floating[:, :, :, ::1] dout,
             d[idx[k]] += g[k]
 
 
+def _maxpool_backward_2x2_fused(const floating[:, :, :, ::1] dout,
+                                const int64_t[:, :, :, ::1] argmax, floating[:, :, :, ::1] dx):
+    """2x2 windows at stride 2 tile the plane: each window writes its four dx values once
+    (no memset, no scatter); a trusted argmax outside its window would get nothing."""
+    cdef Py_ssize_t C = dx.shape[1], W = dx.shape[3]
+    cdef Py_ssize_t Ho = dout.shape[2], Wo = dout.shape[3]
+    cdef Py_ssize_t plane, n, c, ho, wo, base, off
+    cdef const floating *g
+    cdef const int64_t *idx
+    cdef floating *d
+    cdef floating zero = 0
+    for plane in prange(dx.shape[0] * C, nogil=True, schedule="static"):
+        n = plane // C
+        c = plane % C
+        g = &dout[n, c, 0, 0]
+        idx = &argmax[n, c, 0, 0]
+        d = &dx[n, c, 0, 0]
+        for ho in range(Ho):
+            for wo in range(Wo):
+                base = 2 * ho * W + 2 * wo
+                off = idx[ho * Wo + wo] - base
+                # zero + g, not g: the same value the reference's zeros + g gives (-0.0 too)
+                d[base] = zero + g[ho * Wo + wo] if off == 0 else zero
+                d[base + 1] = zero + g[ho * Wo + wo] if off == 1 else zero
+                d[base + W] = zero + g[ho * Wo + wo] if off == W else zero
+                d[base + W + 1] = zero + g[ho * Wo + wo] if off == W + 1 else zero
+
+
 def maxpool_forward(x, ph, pw, stride):
     """x (N, C, H, W) -> out (N, C, Ho, Wo) in x's dtype, argmax (N, C, Ho, Wo) int64."""
     _check("maxpool_forward: x", x, 4)
@@ -263,7 +376,9 @@ def maxpool_backward(dout, argmax, x_shape, ph, pw, stride):
                          f"both be {(N, C, Ho, Wo)}")
     argmax = np.ascontiguousarray(argmax, dtype=np.int64)
     dx = np.empty((N, C, H, W), dtype=dout.dtype)
-    if dx.size:
+    if dx.size and ph == pw == stride == 2:
+        _maxpool_backward_2x2_fused(dout, argmax, dx)
+    elif dx.size:
         _maxpool_backward_fused(dout, argmax, dx)
     return dx
 

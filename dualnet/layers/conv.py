@@ -8,12 +8,17 @@ the output planes, so they work through the batch in chunks. The scratch memory 
 once (patches, patch gradients, partial results; not the arrays they return) stays under a
 budget: `DEFAULT_MEMORY_BUDGET` (256 MiB), or the `DUALNET_CONV_MEMORY_BUDGET`
 environment variable (bytes) read at import, or `set_memory_budget(nbytes)`. The backward pass
-recomputes each chunk's patches rather than keeping them from the forward pass.
+recomputes each chunk's patches rather than keeping them from the forward pass. On the numpy
+backend the chunk's scratch lives in per-thread buffers reused from call to call (sized by
+the budget, dropped by `set_memory_budget`), laid out (C*HH*WW, n, Ho*Wo) so that each
+chunk needs one large GEMM per pass instead of n thin ones.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import threading
 
 from . import _checks
 
@@ -35,6 +40,7 @@ def set_memory_budget(nbytes: int) -> int:
     global _memory_budget
     nbytes = _checks.positive_int("set_memory_budget", "nbytes", nbytes)
     old, _memory_budget = _memory_budget, nbytes
+    _release_buffers()
     return old
 
 
@@ -118,8 +124,46 @@ def _chunks(be, N, sample_bytes):
     return [slice(n, min(n + step, N)) for n in range(0, N, step)]
 
 
+# -- scratch buffers of the host path ---------------------------------------------------------
+# Fresh large numpy arrays are mmapped and fault their pages in on every call, which cost
+# about as much as the copies themselves; the host path therefore reuses one buffer per role
+# and thread. Their total is bounded by the memory budget: a chunk's scratch is sized by it,
+# and `set_memory_budget` drops them.
+_scratch = threading.local()
+
+
+def _buffer(be, role, shape, dtype):
+    """A reusable, uninitialized host array of `shape` for `role` ('cols', 'dcols', ...)."""
+    bufs = getattr(_scratch, "bufs", None)
+    if bufs is None:
+        bufs = _scratch.bufs = {}
+    dtype = be.xp.dtype(dtype)
+    nbytes = math.prod(shape) * dtype.itemsize
+    buf = bufs.get(role)
+    if buf is None or buf.nbytes < nbytes:
+        bufs.pop(role, None)
+        del buf  # release the smaller buffer before the larger one is made
+        buf = bufs[role] = be.xp.empty(nbytes, dtype=be.xp.uint8)
+    return buf[:nbytes].view(dtype).reshape(shape)
+
+
+def _release_buffers():
+    if getattr(_scratch, "bufs", None):
+        _scratch.bufs.clear()
+
+
+def _host_path(be):
+    """Whether the backend's kernels can write patches into (C*HH*WW, N, Ho*Wo) buffers.
+
+    That layout turns a chunk's per-sample GEMMs into one large GEMM each (forward, dw, dx):
+    BLAS runs much faster on one (F, K) x (K, n*P) product than on n thin ones. Backends
+    whose kernels take no `out=` (cupy, cuda-emu) keep the portable per-sample path.
+    """
+    return getattr(be, "kernels_take_out", False)
+
+
 def conv_forward_fast(x, w, b, conv_param):
-    """Convolution as im2col + GEMM (one GEMM per sample), in batch chunks.
+    """Convolution as im2col + GEMM, in batch chunks.
 
     Returns out (N, F, Ho, Wo) in x's dtype, cache for `conv_backward_fast`.
     """
@@ -130,11 +174,24 @@ def conv_forward_fast(x, w, b, conv_param):
     HH, WW = w.shape[2:]
     w2 = w.reshape(F, -1)
     K, P = w2.shape[1], Ho * Wo
-    # per sample, the backward pass holds patches, their gradient, its share of dx and a
-    # dw term at once; the forward pass only the patches
-    sample_bytes = (2 * K * P + x[0].size + F * K) * x.itemsize
+    # per sample, the backward pass holds patches, their gradient, a copy of dout and (on
+    # the portable path) its share of dx and a dw term at once; the forward pass less
+    if _host_path(be):
+        sample_bytes = (2 * K * P + F * P) * x.itemsize
+    else:
+        sample_bytes = (2 * K * P + x[0].size + F * K) * x.itemsize
     out = xp.empty((N, F, P), dtype=x.dtype)
     parts = _chunks(be, N, sample_bytes)
+    if _host_path(be):
+        for part in parts:
+            n = part.stop - part.start
+            cols = _buffer(be, "cols", (K, n, P), x.dtype)
+            be.im2col(x[part], HH, WW, pad, stride, out=cols.transpose(1, 0, 2))
+            prod = _buffer(be, "prod", (F, n, P), x.dtype)
+            xp.matmul(w2, cols.reshape(K, n * P), out=prod.reshape(F, n * P))
+            # (F, n, P) -> NCHW, with the bias added in the same pass
+            xp.add(prod.transpose(1, 0, 2), b[:, None], out=out[part])
+        return out.reshape(N, F, Ho, Wo), (x, w, stride, pad, parts)
     for part in parts:
         # patches (n, C*HH*WW, Ho*Wo), a temporary freed at once; out (n, F, Ho*Wo) is NCHW
         xp.matmul(w2, be.im2col(x[part], HH, WW, pad, stride), out=out[part])
@@ -156,10 +213,33 @@ def conv_backward_fast(dout, cache, need_dx=True):
     N, F = dout.shape[:2]
     HH, WW = w.shape[2:]
     w2 = w.reshape(F, -1)
+    K = w2.shape[1]
     dout = xp.ascontiguousarray(dout).reshape(N, F, -1)
+    P = dout.shape[2]
     db = dout.sum(axis=(0, 2))
     dw = xp.zeros_like(w2)
     dx = xp.empty_like(x) if need_dx else None
+    if _host_path(be):
+        for part in parts:
+            n = part.stop - part.start
+            # recomputing the patches costs less than keeping them: a chunk's patches are
+            # rebuilt in cache, while kept ones would come back from main memory
+            cols = _buffer(be, "cols", (K, n, P), x.dtype)
+            be.im2col(x[part], HH, WW, pad, stride, out=cols.transpose(1, 0, 2))
+            g = _buffer(be, "prod", (F, n, P), x.dtype)
+            g[...] = dout[part].transpose(1, 0, 2)
+            g = g.reshape(F, n * P)
+            # dw += sum over the chunk of dout_n @ cols_n.T: one GEMM over n*P
+            if part.start == 0:
+                xp.matmul(g, cols.reshape(K, n * P).T, out=dw)
+            else:
+                dw += xp.matmul(g, cols.reshape(K, n * P).T)
+            if need_dx:
+                dcols = _buffer(be, "dcols", (K, n, P), x.dtype)
+                xp.matmul(w2.T, g, out=dcols.reshape(K, n * P))
+                be.col2im(dcols.transpose(1, 0, 2), x[part].shape, HH, WW, pad, stride,
+                          out=dx[part])
+        return dx, dw.reshape(w.shape), db
     for part in parts:
         # recomputing the patches costs less than keeping them: a chunk's patches are
         # rebuilt in cache, while kept ones come back from main memory (and fresh pages

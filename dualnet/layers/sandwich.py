@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..backend import of
 from .activations import relu_backward, relu_forward
 from .conv import conv_backward_fast, conv_forward_fast
 from .dense import affine_backward, affine_forward
@@ -14,6 +15,12 @@ from .norm import (
     spatial_batchnorm_forward,
 )
 from .pool import max_pool_backward_fast, max_pool_forward_fast
+
+
+def _relu_inplace(a):
+    """max(a, 0) written over `a`, an intermediate the sandwich owns; returns a."""
+    return of(a).xp.maximum(a, 0, out=a)
+
 
 _NORMS = {
     "batchnorm": (batchnorm_forward, batchnorm_backward_alt),
@@ -62,27 +69,39 @@ def affine_norm_relu_backward(dout, cache):
 def conv_relu_forward(x, w, b, conv_param):
     """conv -> ReLU. Returns out (N, F, Ho, Wo), cache."""
     a, conv_cache = conv_forward_fast(x, w, b, conv_param)
-    out, relu_cache = relu_forward(a)
-    return out, (conv_cache, relu_cache)
+    # ReLU in place: the conv output is ours, and (relu(a) > 0) == (a > 0) is the mask
+    # relu_backward needs, so it doubles as the ReLU cache
+    out = _relu_inplace(a)
+    return out, (conv_cache, out)
 
 
-def conv_relu_backward(dout, cache):
-    """Returns dx, dw, db."""
+def conv_relu_backward(dout, cache, need_dx=True):
+    """Returns dx, dw, db (dx None with need_dx=False, for a network's first layer)."""
     conv_cache, relu_cache = cache
-    return conv_backward_fast(relu_backward(dout, relu_cache), conv_cache)
+    return conv_backward_fast(relu_backward(dout, relu_cache), conv_cache, need_dx=need_dx)
 
 
 def conv_relu_pool_forward(x, w, b, conv_param, pool_param):
-    """conv -> ReLU -> max pool. Returns out, cache."""
-    a, conv_relu_cache = conv_relu_forward(x, w, b, conv_param)
-    out, pool_cache = max_pool_forward_fast(a, pool_param)
-    return out, (conv_relu_cache, pool_cache)
+    """conv -> ReLU -> max pool. Returns out, cache.
+
+    Computed as conv -> max pool -> ReLU, which is the same function (ReLU is monotone, so
+    it commutes with max) on a quarter of the elements for a 2x2 pool.
+    """
+    a, conv_cache = conv_forward_fast(x, w, b, conv_param)
+    pooled, pool_cache = max_pool_forward_fast(a, pool_param)
+    out = _relu_inplace(pooled)
+    return out, (conv_cache, pool_cache, out)
 
 
-def conv_relu_pool_backward(dout, cache):
-    """Returns dx, dw, db."""
-    conv_relu_cache, pool_cache = cache
-    return conv_relu_backward(max_pool_backward_fast(dout, pool_cache), conv_relu_cache)
+def conv_relu_pool_backward(dout, cache, need_dx=True):
+    """Returns dx, dw, db (dx None with need_dx=False, for a network's first layer).
+
+    A window whose maximum is not positive passes no gradient, as ReLU before the pool would
+    have it: the ReLU mask applies to dout before the pool routes it.
+    """
+    conv_cache, pool_cache, relu_cache = cache
+    da = max_pool_backward_fast(relu_backward(dout, relu_cache), pool_cache)
+    return conv_backward_fast(da, conv_cache, need_dx=need_dx)
 
 
 def conv_bn_relu_forward(x, w, b, gamma, beta, conv_param, bn_param):
@@ -93,11 +112,11 @@ def conv_bn_relu_forward(x, w, b, gamma, beta, conv_param, bn_param):
     return out, (conv_cache, bn_cache, relu_cache)
 
 
-def conv_bn_relu_backward(dout, cache):
-    """Returns dx, dw, db, dgamma, dbeta."""
+def conv_bn_relu_backward(dout, cache, need_dx=True):
+    """Returns dx, dw, db, dgamma, dbeta (dx None with need_dx=False)."""
     conv_cache, bn_cache, relu_cache = cache
     dan, dgamma, dbeta = spatial_batchnorm_backward(relu_backward(dout, relu_cache), bn_cache)
-    dx, dw, db = conv_backward_fast(dan, conv_cache)
+    dx, dw, db = conv_backward_fast(dan, conv_cache, need_dx=need_dx)
     return dx, dw, db, dgamma, dbeta
 
 
@@ -108,7 +127,8 @@ def conv_bn_relu_pool_forward(x, w, b, gamma, beta, conv_param, bn_param, pool_p
     return out, (inner_cache, pool_cache)
 
 
-def conv_bn_relu_pool_backward(dout, cache):
-    """Returns dx, dw, db, dgamma, dbeta."""
+def conv_bn_relu_pool_backward(dout, cache, need_dx=True):
+    """Returns dx, dw, db, dgamma, dbeta (dx None with need_dx=False)."""
     inner_cache, pool_cache = cache
-    return conv_bn_relu_backward(max_pool_backward_fast(dout, pool_cache), inner_cache)
+    return conv_bn_relu_backward(max_pool_backward_fast(dout, pool_cache), inner_cache,
+                                 need_dx=need_dx)

@@ -22,6 +22,7 @@ weights), then moved to the default backend (`dualnet.backend.use`) in the model
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -34,6 +35,14 @@ __all__ = ["Model", "init_scale"]
 # Tape marks for residual connections (see `_fork`, `_join`, `_backward`).
 _FORK = "fork"
 _JOIN = "join"
+
+
+def _takes_need_dx(fn) -> bool:
+    """Whether backward function `fn` accepts the `need_dx` keyword (once per step: cheap)."""
+    try:
+        return "need_dx" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a callable without an inspectable signature
+        return False
 
 
 def init_scale(weight_scale, fan_in: int) -> float:
@@ -113,9 +122,14 @@ class Model:
         return out + skip
 
     def _backward(self, dout):
-        """Walk the tape backwards from dscores; returns grads keyed like params."""
+        """Walk the tape backwards from dscores; returns grads keyed like params.
+
+        The first taped layer's input gradient goes nowhere, so a backward function that
+        takes `need_dx` (the conv layers and sandwiches) is told to skip it there.
+        """
         grads = {}
         skips = []  # upstream gradients waiting at open residual forks
+        first = self._tape[0] if self._tape else None
         for entry in reversed(self._tape):
             if entry is _JOIN:      # out = branch + skip: both receive dout
                 skips.append(dout)
@@ -123,7 +137,10 @@ class Model:
                 dout = dout + skips.pop()
             else:
                 backward, cache, names = entry
-                result = backward(dout, cache)
+                if entry is first and _takes_need_dx(backward):
+                    result = backward(dout, cache, need_dx=False)
+                else:
+                    result = backward(dout, cache)
                 if not isinstance(result, tuple):
                     result = (result,)
                 dout = result[0]

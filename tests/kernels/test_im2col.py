@@ -196,3 +196,55 @@ def test_env_var_disables_the_extension_in_a_fresh_process():
     assert run.returncode == 0, run.stderr
     assert run.stdout.split("\n")[:2] == ["pure-NumPy kernels (disabled by DUALNET_NO_EXTENSION)",
                                           "equal"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("HH, pad, stride", [(3, 1, 1), (7, 3, 1), (5, 2, 1), (3, 1, 2),
+                                              (3, 0, 1)])
+def test_im2col_out_views_and_same_padding_blocks(dtype, HH, pad, stride):
+    """The stride-1 'same' block copy (its wrapped edge columns zeroed) and `out=` views of a
+    (K, N, P) buffer, as the fast convolution passes them, equal the reference exactly."""
+    x_shape = (3, 2, 9, 9)
+    x = _random(x_shape, dtype, HH + pad)
+    ref = reference.im2col(np, x, HH, HH, pad, stride)
+    N, K, P = ref.shape
+    buf = np.full((K, N, P), np.nan, dtype=dtype)
+    got = cy.im2col(x, HH, HH, pad, stride, out=buf.transpose(1, 0, 2))
+    assert got.base is not None
+    np.testing.assert_array_equal(buf.transpose(1, 0, 2), ref)
+    np.testing.assert_array_equal(cy.im2col(x, HH, HH, pad, stride), ref)
+    g = _random(ref.shape, dtype, 7)
+    gbuf = np.ascontiguousarray(g.transpose(1, 0, 2))
+    dx = np.full(x_shape, np.nan, dtype=dtype)
+    cy.col2im(gbuf.transpose(1, 0, 2), x_shape, HH, HH, pad, stride, out=dx)
+    np.testing.assert_array_equal(dx, reference.col2im(np, g, x_shape, HH, HH, pad, stride))
+
+
+def test_im2col_out_must_match():
+    x = np.ones((2, 1, 4, 4))
+    with pytest.raises(ValueError, match="im2col: out must have shape"):
+        cy.im2col(x, 3, 3, 1, 1, out=np.empty((2, 9, 15)))
+    with pytest.raises(TypeError, match="im2col: out must have dtype"):
+        cy.im2col(x, 3, 3, 1, 1, out=np.empty((2, 9, 16), np.float32))
+    with pytest.raises(ValueError, match="contiguous along its last axis"):
+        cy.im2col(x, 3, 3, 1, 1, out=np.empty((2, 9, 32))[:, :, ::2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("ties", [False, True])
+def test_maxpool_2x2_fast_path_equals_reference(dtype, ties):
+    x = _random((3, 4, 6, 8), dtype, 11)
+    if ties:
+        x = np.round(x).astype(dtype)
+    x[0, 0, 0, :2] = np.nan
+    out, argmax = cy.maxpool_forward(x, 2, 2, 2)
+    ref_out, ref_argmax = reference.maxpool_forward(np, x, 2, 2, 2)
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(argmax, ref_argmax)
+    dout = _random(out.shape, dtype, 12)
+    dout[0, 1, 0, 0] = -0.0
+    dx = cy.maxpool_backward(dout, argmax, x.shape, 2, 2, 2)
+    ref_dx = reference.maxpool_backward(np, dout, argmax, x.shape, 2, 2, 2)
+    np.testing.assert_array_equal(dx, ref_dx)
+    at = divmod(int(argmax[0, 1, 0, 0]), x.shape[3])
+    assert not np.signbit(dx[0, 1][at])  # 0 + -0.0 is +0.0, as the scatter into zeros gives
