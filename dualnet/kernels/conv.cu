@@ -47,6 +47,24 @@ __device__ inline void covering_outputs(i64 p, i64 k, i64 stride, i64 n_out, i64
     *hi = last < n_out - 1 ? last : n_out - 1;
 }
 
+// The windows covering element `idx` of an input (N, C, H, W), for the gathering backward
+// kernels: its position (h, w) shifted by the padding, its plane n * C + c, and the ranges
+// [oh_lo, oh_hi] x [ow_lo, ow_hi] of output positions whose window holds it.
+struct Cover {
+    i64 h, w, plane;
+    i64 oh_lo, oh_hi, ow_lo, ow_hi;
+};
+
+__device__ inline Cover covering_windows(i64 idx, const Geometry& g) {
+    Cover c;
+    c.w = idx % g.W + g.pad;
+    c.h = idx / g.W % g.H + g.pad;
+    c.plane = idx / (g.W * g.H);
+    covering_outputs(c.h, g.k_h, g.stride, g.H_out, &c.oh_lo, &c.oh_hi);
+    covering_outputs(c.w, g.k_w, g.stride, g.W_out, &c.ow_lo, &c.ow_hi);
+    return c;
+}
+
 // x (N, C, H, W) -> cols (N, C*k_h*k_w, H_out*W_out), rows ordered (c, i, j).
 // One thread per element of cols; zero where the window hangs over the padding.
 template <typename T>
@@ -70,18 +88,13 @@ template <typename T>
 __device__ void col2im_body(const T* __restrict__ cols, T* __restrict__ dx, Geometry g) {
     const i64 positions = g.H_out * g.W_out;
     for (i64 idx = first_index(); idx < g.total; idx += grid_stride()) {
-        i64 w = idx % g.W + g.pad;
-        i64 h = idx / g.W % g.H + g.pad;
-        i64 nc = idx / (g.W * g.H);
-        i64 oh_lo, oh_hi, ow_lo, ow_hi;
-        covering_outputs(h, g.k_h, g.stride, g.H_out, &oh_lo, &oh_hi);
-        covering_outputs(w, g.k_w, g.stride, g.W_out, &ow_lo, &ow_hi);
+        const Cover c = covering_windows(idx, g);
         T sum = T(0);
-        for (i64 oh = oh_lo; oh <= oh_hi; ++oh) {
-            i64 i = h - oh * g.stride;
-            for (i64 ow = ow_lo; ow <= ow_hi; ++ow) {
-                i64 j = w - ow * g.stride;
-                i64 row = (nc * g.k_h + i) * g.k_w + j;
+        for (i64 oh = c.oh_lo; oh <= c.oh_hi; ++oh) {
+            i64 i = c.h - oh * g.stride;
+            for (i64 ow = c.ow_lo; ow <= c.ow_hi; ++ow) {
+                i64 j = c.w - ow * g.stride;
+                i64 row = (c.plane * g.k_h + i) * g.k_w + j;
                 sum += cols[row * positions + oh * g.W_out + ow];
             }
         }
@@ -122,17 +135,13 @@ template <typename T>
 __device__ void maxpool_backward_body(const T* __restrict__ dout, const i64* __restrict__ argmax,
                                       T* __restrict__ dx, Geometry g) {
     for (i64 idx = first_index(); idx < g.total; idx += grid_stride()) {
-        i64 w = idx % g.W;
-        i64 h = idx / g.W % g.H;
-        i64 out_plane = idx / (g.W * g.H) * g.H_out * g.W_out;
-        i64 oh_lo, oh_hi, ow_lo, ow_hi;
-        covering_outputs(h, g.k_h, g.stride, g.H_out, &oh_lo, &oh_hi);
-        covering_outputs(w, g.k_w, g.stride, g.W_out, &ow_lo, &ow_hi);
+        const Cover c = covering_windows(idx, g);  // pooling: pad is 0
+        const i64 out_plane = c.plane * g.H_out * g.W_out;
         T sum = T(0);
-        for (i64 oh = oh_lo; oh <= oh_hi; ++oh) {
-            for (i64 ow = ow_lo; ow <= ow_hi; ++ow) {
+        for (i64 oh = c.oh_lo; oh <= c.oh_hi; ++oh) {
+            for (i64 ow = c.ow_lo; ow <= c.ow_hi; ++ow) {
                 i64 o = out_plane + oh * g.W_out + ow;
-                if (argmax[o] == h * g.W + w) {
+                if (argmax[o] == c.h * g.W + c.w) {
                     sum += dout[o];
                 }
             }
@@ -164,15 +173,11 @@ template <typename T>
 __device__ void avgpool_backward_body(const T* __restrict__ dout, T* __restrict__ dx, Geometry g) {
     const T window_size = T(g.k_h * g.k_w);
     for (i64 idx = first_index(); idx < g.total; idx += grid_stride()) {
-        i64 w = idx % g.W;
-        i64 h = idx / g.W % g.H;
-        i64 out_plane = idx / (g.W * g.H) * g.H_out * g.W_out;
-        i64 oh_lo, oh_hi, ow_lo, ow_hi;
-        covering_outputs(h, g.k_h, g.stride, g.H_out, &oh_lo, &oh_hi);
-        covering_outputs(w, g.k_w, g.stride, g.W_out, &ow_lo, &ow_hi);
+        const Cover c = covering_windows(idx, g);  // pooling: pad is 0
+        const i64 out_plane = c.plane * g.H_out * g.W_out;
         T sum = T(0);
-        for (i64 oh = oh_lo; oh <= oh_hi; ++oh) {
-            for (i64 ow = ow_lo; ow <= ow_hi; ++ow) {
+        for (i64 oh = c.oh_lo; oh <= c.oh_hi; ++oh) {
+            for (i64 ow = c.ow_lo; ow <= c.ow_hi; ++ow) {
                 sum += dout[out_plane + oh * g.W_out + ow] / window_size;
             }
         }
