@@ -21,6 +21,9 @@ from pathlib import Path
 # Measure the checkout this script belongs to, installed or not.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+if "dualnet" in sys.argv:
+    # as a user's `import dualnet` first would: it tunes OpenBLAS before numpy loads
+    import dualnet  # noqa: E402, F401
 import workloads  # noqa: E402  (after the path is set)
 
 WARMUP = 2
