@@ -22,16 +22,22 @@ def _pool_geometry(layer, x, pool_param):
     return be, ph, pw, stride, Ho, Wo
 
 
-def max_pool_forward_naive(x, pool_param):
-    """Reference max pooling with explicit loops. Returns out (N, C, Ho, Wo), cache."""
-    be, ph, pw, stride, Ho, Wo = _pool_geometry("max_pool_forward_naive", x, pool_param)
+def _pool_forward_naive(layer, x, pool_param, reduce):
+    """Loop over output positions; `reduce(window, axis=(2, 3))` gives each output value."""
+    be, ph, pw, stride, Ho, Wo = _pool_geometry(layer, x, pool_param)
     N, C = x.shape[:2]
     out = be.xp.empty((N, C, Ho, Wo), dtype=x.dtype)
     for i in range(Ho):
         for j in range(Wo):
             window = x[:, :, i * stride:i * stride + ph, j * stride:j * stride + pw]
-            out[:, :, i, j] = window.max(axis=(2, 3))
+            out[:, :, i, j] = reduce(window, axis=(2, 3))
     return out, (x, pool_param)
+
+
+def max_pool_forward_naive(x, pool_param):
+    """Reference max pooling with explicit loops. Returns out (N, C, Ho, Wo), cache."""
+    return _pool_forward_naive("max_pool_forward_naive", x, pool_param,
+                               lambda window, axis: window.max(axis=axis))
 
 
 def max_pool_backward_naive(dout, cache):
@@ -67,14 +73,8 @@ def max_pool_backward_fast(dout, cache):
 
 def avg_pool_forward_naive(x, pool_param):
     """Reference average pooling with explicit loops. Returns out (N, C, Ho, Wo), cache."""
-    be, ph, pw, stride, Ho, Wo = _pool_geometry("avg_pool_forward_naive", x, pool_param)
-    N, C = x.shape[:2]
-    out = be.xp.empty((N, C, Ho, Wo), dtype=x.dtype)
-    for i in range(Ho):
-        for j in range(Wo):
-            window = x[:, :, i * stride:i * stride + ph, j * stride:j * stride + pw]
-            out[:, :, i, j] = window.mean(axis=(2, 3))
-    return out, (x, pool_param)
+    return _pool_forward_naive("avg_pool_forward_naive", x, pool_param,
+                               lambda window, axis: window.mean(axis=axis))
 
 
 def avg_pool_backward_naive(dout, cache):
