@@ -80,7 +80,8 @@ def _notes(rows, by_name):
                          f"{gflops:.0f} GFLOP/s = {100 * work.flops / t / gemm_rate:.0f}% "
                          "of numpy GEMM")
         naive = by_name.get(workloads.NAIVE_CONV.name)
-        if work.name.startswith("conv (a)") and work is not workloads.NAIVE_CONV and naive:
+        naive_timed = naive and naive["dualnet"]  # empty with --no-naive
+        if work.name.startswith("conv (a)") and work is not workloads.NAIVE_CONV and naive_timed:
             notes.append(f"{naive['dualnet']['median'] / t:.0f}x faster than naive")
         if work.name.startswith("batchnorm_backward_alt") and t:
             graph = by_name["batchnorm_backward (100, 500) f64"]["dualnet"]["median"]
