@@ -179,10 +179,6 @@ def _load_cython_kernels():
     global _said_no_extension
     if os.environ.get("DUALNET_NO_EXTENSION"):
         return None, "disabled by DUALNET_NO_EXTENSION"
-    # libgomp reads this once, when the extension loads it. Its default lets idle OpenMP
-    # threads spin after each kernel, stealing the cores OpenBLAS needs for the GEMM that
-    # follows: measured on 2 cores, a conv forward+backward ran 2-10x slower that way.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         from .kernels import _im2col  # type: ignore[attr-defined]
     except ImportError as exc:

@@ -70,4 +70,7 @@ def doctor() -> str:
             detail = reason.replace("\n", "\n            ")
             lines.append(f"  {name:<9} UNAVAILABLE: {detail}")
     lines.append(f"Default:  {backend.current().name}")
+    from . import _tuning
+
+    lines.append(f"Tuning:   {'; '.join(_tuning.APPLIED) or 'none (DUALNET_NO_TUNING)'}")
     return "\n".join(lines)
