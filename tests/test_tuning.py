@@ -1,6 +1,7 @@
 """Process-level tuning at import: applied by default, user settings win, and it can be off."""
 
 import os
+import platform
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ def _probe(**env):
     return out[0], out[1]
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc is Linux-only")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the malloc setting is glibc's")
 def test_defaults_are_applied_when_dualnet_loads_first():
     timeout, applied = _probe()
     assert timeout == "4"
