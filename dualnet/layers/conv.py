@@ -152,6 +152,13 @@ def _release_buffers():
         _scratch.bufs.clear()
 
 
+def _host_patches(be, x_part, HH, WW, pad, stride, K, P):
+    """im2col of x_part (n, C, H, W) into the reused (K, n, P) scratch buffer; returns it."""
+    cols = _buffer(be, "cols", (K, x_part.shape[0], P), x_part.dtype)
+    be.im2col(x_part, HH, WW, pad, stride, out=cols.transpose(1, 0, 2))
+    return cols
+
+
 def _host_path(be):
     """Whether the backend's kernels can write patches into (C*HH*WW, N, Ho*Wo) buffers.
 
@@ -185,8 +192,7 @@ def conv_forward_fast(x, w, b, conv_param):
     if _host_path(be):
         for part in parts:
             n = part.stop - part.start
-            cols = _buffer(be, "cols", (K, n, P), x.dtype)
-            be.im2col(x[part], HH, WW, pad, stride, out=cols.transpose(1, 0, 2))
+            cols = _host_patches(be, x[part], HH, WW, pad, stride, K, P)
             prod = _buffer(be, "prod", (F, n, P), x.dtype)
             xp.matmul(w2, cols.reshape(K, n * P), out=prod.reshape(F, n * P))
             # (F, n, P) -> NCHW, with the bias added in the same pass
@@ -224,8 +230,7 @@ def conv_backward_fast(dout, cache, need_dx=True):
             n = part.stop - part.start
             # recomputing the patches costs less than keeping them: a chunk's patches are
             # rebuilt in cache, while kept ones would come back from main memory
-            cols = _buffer(be, "cols", (K, n, P), x.dtype)
-            be.im2col(x[part], HH, WW, pad, stride, out=cols.transpose(1, 0, 2))
+            cols = _host_patches(be, x[part], HH, WW, pad, stride, K, P)
             g = _buffer(be, "prod", (F, n, P), x.dtype)
             g[...] = dout[part].transpose(1, 0, 2)
             g = g.reshape(F, n * P)
