@@ -15,25 +15,30 @@ Differences from PyTorch, kept on purpose so both dualnet APIs share numbers:
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .. import backend, layers
 from ..layers import _checks
+from ..models.base import init_scale
 from .module import Module
 
 
 def _new_weight(name, shape, fan_in, weight_scale, dtype):
-    """weight_scale * N(0, 1), or He scaling sqrt(2 / fan_in) when weight_scale is None.
+    """scale * N(0, 1) with the models' rule (`dualnet.models.base.init_scale`): a positive
+    number, 'he' or 'xavier'; None means 'he'.
 
     Drawn from numpy's global RNG on the host (as the course models do, so np.random.seed
     reproduces them) and placed on the default backend.
     """
-    if weight_scale is not None and not weight_scale > 0:
-        raise ValueError(f"{name}: weight_scale must be positive or None (He init), "
-                         f"got {weight_scale!r}")
-    scale = math.sqrt(2.0 / fan_in) if weight_scale is None else weight_scale
+    if weight_scale is None:
+        weight_scale = "he"
+    if not isinstance(weight_scale, str) and not weight_scale > 0:
+        raise ValueError(f"{name}: weight_scale must be positive, 'he', 'xavier' or None "
+                         f"(He init), got {weight_scale!r}")
+    try:
+        scale = init_scale(weight_scale, fan_in)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
     return backend.current().asarray(scale * np.random.randn(*shape), dtype=dtype)
 
 
