@@ -1,8 +1,8 @@
 """Builds dualnet's optional Cython extension; all other metadata lives in pyproject.toml.
 
-The extension (`dualnet.kernels._im2col`) is an accelerator, not a requirement: if Cython,
-NumPy headers or a C compiler are missing, the build prints one warning and the package falls
-back to its pure-NumPy kernels (`dualnet doctor` reports which are active).
+The extensions (`dualnet.kernels._im2col`, `dualnet.kernels._winograd`) are accelerators, not
+requirements: if Cython, NumPy headers or a C compiler are missing, the build prints one warning
+and the package falls back to its pure-NumPy kernels (`dualnet doctor` reports which are active).
 """
 
 import os
@@ -21,14 +21,17 @@ def _extensions():
     except ImportError as exc:  # pragma: no cover - depends on the build environment
         print(f"dualnet: not building the Cython kernels ({exc})", file=sys.stderr)
         return []
-    ext = Extension(
-        "dualnet.kernels._im2col",
-        ["dualnet/kernels/im2col.pyx"],
-        include_dirs=[numpy.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    )
+    exts = [
+        Extension(
+            f"dualnet.kernels._{name}",
+            [f"dualnet/kernels/{name}.pyx"],
+            include_dirs=[numpy.get_include()],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        )
+        for name in ("im2col", "winograd")
+    ]
     try:
-        return cythonize([ext], compiler_directives={"language_level": 3}, quiet=True)
+        return cythonize(exts, compiler_directives={"language_level": 3}, quiet=True)
     except Exception as exc:  # a Cython too old or a broken .pyx must not fail the install
         print(f"dualnet: WARNING: not building the Cython kernels ({exc}); "
               "the slower pure-NumPy kernels will be used", file=sys.stderr)

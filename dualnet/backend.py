@@ -12,7 +12,7 @@ Three backends fill one contract:
 =========  ===================  ==================================================
 name       arrays               kernels
 =========  ===================  ==================================================
-numpy      numpy.ndarray        Cython `kernels/im2col.pyx`, else pure NumPy
+numpy      numpy.ndarray        Cython `kernels/{im2col,winograd}.pyx`, else NumPy
 cupy       cupy.ndarray         `kernels/conv.cu` through CuPy (NVRTC)
 cuda-emu   numpy.ndarray        the same `conv.cu` compiled for the CPU
 =========  ===================  ==================================================
@@ -24,6 +24,7 @@ Chainer, never a change of array library. Device arrays always belong to `cupy`.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -131,11 +132,17 @@ class NumpyBackend(Backend):
     kernels_take_out = True
 
     def __init__(self):
-        self._ext, self._ext_reason = _load_cython_kernels()
+        self._ext, self._ext_reason = _load_cython_kernels("_im2col")
+        self._wino, wino_reason = _load_cython_kernels("_winograd")
+        self._ext_reason = self._ext_reason or wino_reason
 
     def kernels(self):
-        if self._ext is not None:
-            return "Cython kernels (dualnet.kernels._im2col)"
+        built = [f"dualnet.kernels.{m.__name__.rsplit('.', 1)[1]}"
+                 for m in (self._ext, self._wino) if m is not None]
+        if len(built) == 2:
+            return f"Cython kernels ({', '.join(built)})"
+        if built:
+            return f"Cython kernels ({built[0]}), pure-NumPy for the rest ({self._ext_reason})"
         return f"pure-NumPy kernels ({self._ext_reason})"
 
     def im2col(self, x, HH, WW, pad, stride, out=None):
@@ -166,28 +173,57 @@ class NumpyBackend(Backend):
             return super().maxpool_backward(dout, argmax, x_shape, ph, pw, stride)
         return self._ext.maxpool_backward(dout, argmax, x_shape, ph, pw, stride)
 
+    # -- Winograd F(2x2, 3x3) tile transforms (see kernels/reference.py), into `out` ---------
+    def winograd_input(self, x, pad, out):
+        """x (N, C, H, W) -> out (16, C, N*th*tw)."""
+        if self._wino is not None:
+            return self._wino.winograd_input(x, pad, out)
+        out[...] = reference.winograd_input(np, x, pad)
+        return out
+
+    def winograd_output(self, M, bias, out):
+        """M (16, F, N*th*tw) -> out (N, F, Ho, Wo), plus bias (F,)."""
+        if self._wino is not None:
+            return self._wino.winograd_output(M, bias, out)
+        out[...] = reference.winograd_output(np, M, bias, out.shape)
+        return out
+
+    def winograd_output_grad(self, dout, out):
+        """dout (N, F, Ho, Wo) -> out (16, F, N*th*tw)."""
+        if self._wino is not None:
+            return self._wino.winograd_output_grad(dout, out)
+        out[...] = reference.winograd_output_grad(np, dout)
+        return out
+
+    def winograd_input_grad(self, dV, pad, out):
+        """dV (16, C, N*th*tw) -> out (N, C, H, W)."""
+        if self._wino is not None:
+            return self._wino.winograd_input_grad(dV, pad, out)
+        out[...] = reference.winograd_input_grad(np, dV, out.shape, pad)
+        return out
+
 
 _said_no_extension = False
 
 
-def _load_cython_kernels():
-    """Import the compiled kernels; returns (module or None, reason it is missing).
+def _load_cython_kernels(module):
+    """Import one compiled kernel module (`_im2col`, `_winograd`) from dualnet.kernels.
 
-    `DUALNET_NO_EXTENSION=1` disables them at run time (the fallback is tested that way).
-    The first fallback is reported once on stderr, as the brief for slow paths asks.
+    Returns (module or None, reason it is missing). `DUALNET_NO_EXTENSION=1` disables them at
+    run time (the fallback is tested that way). The first fallback is reported once on
+    stderr, as the brief for slow paths asks.
     """
     global _said_no_extension
     if os.environ.get("DUALNET_NO_EXTENSION"):
         return None, "disabled by DUALNET_NO_EXTENSION"
     try:
-        from .kernels import _im2col  # type: ignore[attr-defined]
+        return importlib.import_module(f"dualnet.kernels.{module}"), ""
     except ImportError as exc:
         reason = f"Cython extension not built: {exc}"
         if not _said_no_extension:
             _said_no_extension = True
             print(f"dualnet: {reason}; using slower pure-NumPy kernels", file=sys.stderr)
         return None, reason
-    return _im2col, ""
 
 
 # -- registry ----------------------------------------------------------------------------

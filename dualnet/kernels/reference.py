@@ -89,3 +89,93 @@ def avgpool_backward(xp, dout, x_shape, ph, pw, stride):
         for j in range(pw):
             dx[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += share
     return dx
+
+
+# -- Winograd F(2x2, 3x3) ------------------------------------------------------------------
+# Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2016): one 2x2 tile of a
+# 3x3 stride-1 correlation is AT [(G g G^T) * (BT d BT^T)] AT^T for the 4x4 input tile d under
+# it, 16 multiplies instead of 36. Over a layer the elementwise products become 16 GEMMs,
+# one per transform coefficient: M[k] (F, T) = U[k] (F, C) @ V[k] (C, T), T the tiles.
+# Tile (ty, tx) covers padded rows 2ty..2ty+3 and columns 2tx..2tx+3; positions outside the
+# image are zeros, and outputs beyond (Ho, Wo) (odd sizes) are dropped.
+WINOGRAD_BT = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
+WINOGRAD_G = ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1))
+WINOGRAD_AT = ((1, 1, 1, 0), (0, 1, -1, -1))
+
+
+def winograd_tiles(H, W, pad):
+    """Tiles per plane (th, tw) for a 3x3 stride-1 convolution of an (H, W) plane."""
+    return (H + 2 * pad - 1) // 2, (W + 2 * pad - 1) // 2
+
+
+def winograd_filter(xp, w):
+    """w (F, C, 3, 3) -> U (16, F, C) = G w G^T per (f, c), coefficient-major."""
+    G = xp.asarray(WINOGRAD_G, dtype=w.dtype)
+    F, C = w.shape[:2]
+    Gw = xp.tensordot(G, w, axes=([1], [2]))  # (4, F, C, 3); tensordot is GEMM, einsum loops
+    U = xp.tensordot(Gw, G, axes=([3], [1]))  # (4, F, C, 4)
+    return xp.ascontiguousarray(U.transpose(0, 3, 1, 2)).reshape(16, F, C)
+
+
+def winograd_filter_grad(xp, dU):
+    """Adjoint of `winograd_filter`: dU (16, F, C) -> dw (F, C, 3, 3) = G^T dU G."""
+    G = xp.asarray(WINOGRAD_G, dtype=dU.dtype)
+    GdU = xp.tensordot(G, dU.reshape(4, 4, *dU.shape[1:]), axes=([0], [0]))  # (3, 4, F, C)
+    dw = xp.tensordot(GdU, G, axes=([1], [0]))  # (3, F, C, 3)
+    return xp.ascontiguousarray(dw.transpose(1, 2, 0, 3))
+
+
+def _padded_plane(xp, x, pad, th, tw):
+    """x (N, C, H, W) inside zeros of (N, C, 2*th + 2, 2*tw + 2), offset by `pad`."""
+    N, C, H, W = x.shape
+    xpad = xp.zeros((N, C, 2 * th + 2, 2 * tw + 2), dtype=x.dtype)
+    xpad[:, :, pad:pad + H, pad:pad + W] = x
+    return xpad
+
+
+def winograd_input(xp, x, pad):
+    """x (N, C, H, W) -> V (16, C, N*th*tw): BT d BT^T of every 4x4 input tile d."""
+    N, C, H, W = x.shape
+    th, tw = winograd_tiles(H, W, pad)
+    xpad = _padded_plane(xp, x, pad, th, tw)
+    d = xp.stack([xp.stack([xpad[:, :, i:i + 2 * th:2, j:j + 2 * tw:2] for j in range(4)])
+                  for i in range(4)])  # (4, 4, N, C, th, tw)
+    BT = xp.asarray(WINOGRAD_BT, dtype=x.dtype)
+    V = xp.einsum("ki,ijncuv,lj->klcnuv", BT, d, BT)
+    return xp.ascontiguousarray(V).reshape(16, C, N * th * tw)
+
+
+def winograd_output(xp, M, bias, out_shape):
+    """M (16, F, N*th*tw) -> y (N, F, Ho, Wo) = AT m AT^T per tile, plus bias (F,) if given."""
+    N, F, Ho, Wo = out_shape
+    th, tw = (Ho + 1) // 2, (Wo + 1) // 2
+    AT = xp.asarray(WINOGRAD_AT, dtype=M.dtype)
+    y = xp.einsum("rk,klfnuv,sl->nfurvs", AT, M.reshape(4, 4, F, N, th, tw), AT)
+    y = y.reshape(N, F, 2 * th, 2 * tw)[:, :, :Ho, :Wo]
+    if bias is not None:
+        y = y + bias[:, None, None]
+    return xp.ascontiguousarray(y)
+
+
+def winograd_output_grad(xp, dout):
+    """Adjoint of `winograd_output` (without bias): dout (N, F, Ho, Wo) -> dM (16, F, N*th*tw)."""
+    N, F, Ho, Wo = dout.shape
+    th, tw = (Ho + 1) // 2, (Wo + 1) // 2
+    dy = xp.zeros((N, F, 2 * th, 2 * tw), dtype=dout.dtype)
+    dy[:, :, :Ho, :Wo] = dout
+    AT = xp.asarray(WINOGRAD_AT, dtype=dout.dtype)
+    dM = xp.einsum("rk,nfurvs,sl->klfnuv", AT, dy.reshape(N, F, th, 2, tw, 2), AT)
+    return xp.ascontiguousarray(dM).reshape(16, F, N * th * tw)
+
+
+def winograd_input_grad(xp, dV, x_shape, pad):
+    """Adjoint of `winograd_input`: dV (16, C, N*th*tw) -> dx (N, C, H, W), overlaps summed."""
+    N, C, H, W = x_shape
+    th, tw = winograd_tiles(H, W, pad)
+    BT = xp.asarray(WINOGRAD_BT, dtype=dV.dtype)
+    dd = xp.einsum("ki,klcnuv,lj->ijncuv", BT, dV.reshape(4, 4, C, N, th, tw), BT)
+    dxpad = xp.zeros((N, C, 2 * th + 2, 2 * tw + 2), dtype=dV.dtype)
+    for i in range(4):  # tiles overlap by two rows and columns: a fixed order of sums
+        for j in range(4):
+            dxpad[:, :, i:i + 2 * th:2, j:j + 2 * tw:2] += dd[i, j]
+    return xp.ascontiguousarray(dxpad[:, :, pad:pad + H, pad:pad + W])

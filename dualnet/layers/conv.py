@@ -1,4 +1,9 @@
-"""2-D convolution (NCHW): a naive loop reference and a fast im2col + GEMM version.
+"""2-D convolution (NCHW): a naive loop reference and a fast version.
+
+The fast layers use im2col + GEMM, except for 3x3 stride-1 filters on the numpy backend,
+which go through Winograd's F(2x2, 3x3) (`winograd.py`: 16 multiplies per 2x2 output tile
+instead of 36; same values to float rounding). `set_winograd(False)` keeps every shape on
+im2col + GEMM.
 
 Shapes: x (N, C, H, W), w (F, C, HH, WW), b (F,), out (N, F, Ho, Wo) with
 Ho = (H + 2*pad - HH) / stride + 1 (must be an integer; likewise Wo).
@@ -9,27 +14,28 @@ once (patches, patch gradients, partial results; not the arrays they return) sta
 budget: `DEFAULT_MEMORY_BUDGET` (256 MiB), or the `DUALNET_CONV_MEMORY_BUDGET`
 environment variable (bytes) read at import, or `set_memory_budget(nbytes)`. The backward pass
 recomputes each chunk's patches rather than keeping them from the forward pass. On the numpy
-backend the chunk's scratch lives in per-thread buffers reused from call to call (sized by
-the budget, dropped by `set_memory_budget`), laid out (C*HH*WW, n, Ho*Wo) so that each
-chunk needs one large GEMM per pass instead of n thin ones.
+backend the chunk's scratch lives in per-thread buffers reused from call to call (`_scratch`:
+sized by the budget, dropped by `set_memory_budget`), patches laid out (C*HH*WW, n, Ho*Wo) so
+that each chunk needs one large GEMM per pass instead of n thin ones.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import threading
 
-from . import _checks
+from . import _checks, _scratch, winograd
 
 #: Default bound, in bytes, on the scratch memory one fast convolution call holds at once.
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
 
-# On host backends, chunks are also kept near this size even when the budget allows more:
-# patches written by im2col are then still in cache when the GEMM reads them.
+# On host backends, im2col chunks are also kept near this size even when the budget allows
+# more: patches written by im2col are then still in cache when the GEMM reads them. Winograd
+# chunks are not: its GEMMs are thin (inner dimension C), and they lose more speed on small
+# chunks than the transforms gain from the cache (measured on conv (c) of bench/).
 _HOST_CHUNK_BYTES = 8 * 2**20
 
 _memory_budget = int(os.environ.get("DUALNET_CONV_MEMORY_BUDGET", DEFAULT_MEMORY_BUDGET))
+_use_winograd = True
 
 
 def set_memory_budget(nbytes: int) -> int:
@@ -40,13 +46,21 @@ def set_memory_budget(nbytes: int) -> int:
     global _memory_budget
     nbytes = _checks.positive_int("set_memory_budget", "nbytes", nbytes)
     old, _memory_budget = _memory_budget, nbytes
-    _release_buffers()
+    _scratch.release()
     return old
 
 
 def get_memory_budget() -> int:
     """The current bound, in bytes, on the fast convolution's scratch memory."""
     return _memory_budget
+
+
+def set_winograd(enabled: bool) -> bool:
+    """Let 3x3 stride-1 filters on the numpy backend use Winograd F(2x2, 3x3) (the default)
+    or not (im2col + GEMM for every shape); returns the old setting."""
+    global _use_winograd
+    old, _use_winograd = _use_winograd, bool(enabled)
+    return old
 
 
 def _conv_geometry(layer, x, w, b, conv_param):
@@ -115,46 +129,19 @@ def conv_backward_naive(dout, cache):
     return xp.ascontiguousarray(dx), dw, db
 
 
-def _chunks(be, N, sample_bytes):
-    """Batch slices holding at most the budget's worth of `sample_bytes` each."""
+def _chunks(be, N, sample_bytes, cache_sized=True):
+    """Batch slices holding at most the budget's worth of `sample_bytes` each (and, with
+    `cache_sized` on host backends, at most `_HOST_CHUNK_BYTES`)."""
     limit = _memory_budget
-    if be.host:
+    if be.host and cache_sized:
         limit = min(limit, _HOST_CHUNK_BYTES)
     step = max(1, min(N, limit // max(1, sample_bytes)))
     return [slice(n, min(n + step, N)) for n in range(0, N, step)]
 
 
-# -- scratch buffers of the host path ---------------------------------------------------------
-# Fresh large numpy arrays are mmapped and fault their pages in on every call, which cost
-# about as much as the copies themselves; the host path therefore reuses one buffer per role
-# and thread. Their total is bounded by the memory budget: a chunk's scratch is sized by it,
-# and `set_memory_budget` drops them.
-_scratch = threading.local()
-
-
-def _buffer(be, role, shape, dtype):
-    """A reusable, uninitialized host array of `shape` for `role` ('cols', 'dcols', ...)."""
-    bufs = getattr(_scratch, "bufs", None)
-    if bufs is None:
-        bufs = _scratch.bufs = {}
-    dtype = be.xp.dtype(dtype)
-    nbytes = math.prod(shape) * dtype.itemsize
-    buf = bufs.get(role)
-    if buf is None or buf.nbytes < nbytes:
-        bufs.pop(role, None)
-        del buf  # release the smaller buffer before the larger one is made
-        buf = bufs[role] = be.xp.empty(nbytes, dtype=be.xp.uint8)
-    return buf[:nbytes].view(dtype).reshape(shape)
-
-
-def _release_buffers():
-    if getattr(_scratch, "bufs", None):
-        _scratch.bufs.clear()
-
-
 def _host_patches(be, x_part, HH, WW, pad, stride, K, P):
     """im2col of x_part (n, C, H, W) into the reused (K, n, P) scratch buffer; returns it."""
-    cols = _buffer(be, "cols", (K, x_part.shape[0], P), x_part.dtype)
+    cols = _scratch.buffer(be, "cols", (K, x_part.shape[0], P), x_part.dtype)
     be.im2col(x_part, HH, WW, pad, stride, out=cols.transpose(1, 0, 2))
     return cols
 
@@ -169,69 +156,89 @@ def _host_path(be):
     return getattr(be, "kernels_take_out", False)
 
 
+def _algorithm(be, w, stride):
+    """'winograd', 'host' (im2col + GEMM into reused buffers) or 'portable' (per sample)."""
+    if not _host_path(be):
+        return "portable"
+    if _use_winograd and stride == 1 and tuple(w.shape[2:]) == (3, 3):
+        return "winograd"
+    return "host"
+
+
 def conv_forward_fast(x, w, b, conv_param):
-    """Convolution as im2col + GEMM, in batch chunks.
+    """Convolution as im2col + GEMM (Winograd for 3x3 stride 1 on numpy), in batch chunks.
 
     Returns out (N, F, Ho, Wo) in x's dtype, cache for `conv_backward_fast`.
     """
     be, stride, pad, Ho, Wo = _conv_geometry("conv_forward_fast", x, w, b, conv_param)
     xp = be.xp
     x = xp.ascontiguousarray(x)
-    N, F = x.shape[0], w.shape[0]
-    HH, WW = w.shape[2:]
+    N, C, H, W = x.shape
+    F, _, HH, WW = w.shape
     w2 = w.reshape(F, -1)
     K, P = w2.shape[1], Ho * Wo
+    algo = _algorithm(be, w, stride)
     # per sample, the backward pass holds patches, their gradient, a copy of dout and (on
     # the portable path) its share of dx and a dw term at once; the forward pass less
-    if _host_path(be):
+    if algo == "winograd":
+        sample_bytes = winograd.sample_bytes(C, F, H, W, pad, x.itemsize)
+    elif algo == "host":
         sample_bytes = (2 * K * P + F * P) * x.itemsize
     else:
         sample_bytes = (2 * K * P + x[0].size + F * K) * x.itemsize
+    parts = _chunks(be, N, sample_bytes, cache_sized=algo != "winograd")
+    cache = (x, w, stride, pad, parts, algo)
+    if algo == "winograd":
+        return winograd.forward(be, x, w, xp.ascontiguousarray(b), pad, parts), cache
     out = xp.empty((N, F, P), dtype=x.dtype)
-    parts = _chunks(be, N, sample_bytes)
-    if _host_path(be):
+    if algo == "host":
         for part in parts:
             n = part.stop - part.start
             cols = _host_patches(be, x[part], HH, WW, pad, stride, K, P)
-            prod = _buffer(be, "prod", (F, n, P), x.dtype)
+            prod = _scratch.buffer(be, "prod", (F, n, P), x.dtype)
             xp.matmul(w2, cols.reshape(K, n * P), out=prod.reshape(F, n * P))
             # (F, n, P) -> NCHW, with the bias added in the same pass
             xp.add(prod.transpose(1, 0, 2), b[:, None], out=out[part])
-        return out.reshape(N, F, Ho, Wo), (x, w, stride, pad, parts)
+        return out.reshape(N, F, Ho, Wo), cache
     for part in parts:
         # patches (n, C*HH*WW, Ho*Wo), a temporary freed at once; out (n, F, Ho*Wo) is NCHW
         xp.matmul(w2, be.im2col(x[part], HH, WW, pad, stride), out=out[part])
     out += b[:, None]
-    return out.reshape(N, F, Ho, Wo), (x, w, stride, pad, parts)
+    return out.reshape(N, F, Ho, Wo), cache
 
 
 def conv_backward_fast(dout, cache, need_dx=True):
-    """Gradients of `conv_forward_fast`: per chunk, two GEMMs and the backend's col2im.
+    """Gradients of `conv_forward_fast`: per chunk, two GEMMs and the backend's col2im
+    (or the adjoint Winograd transforms).
 
     need_dx=False skips the input gradient (returned as None), a third of the work; the
     first layer of a network has no use for it.
 
     Returns dx (N, C, H, W) or None, dw (F, C, HH, WW), db (F,).
     """
-    x, w, stride, pad, parts = cache
+    x, w, stride, pad, parts, algo = cache
     be = _checks.floating("conv_backward_fast", dout=dout, w=w)
     xp = be.xp
     N, F = dout.shape[:2]
     HH, WW = w.shape[2:]
     w2 = w.reshape(F, -1)
     K = w2.shape[1]
-    dout = xp.ascontiguousarray(dout).reshape(N, F, -1)
+    dout = xp.ascontiguousarray(dout)
+    db = dout.sum(axis=(0, 2, 3))
+    if algo == "winograd":
+        dx, dw = winograd.backward(be, dout, x, w, pad, parts, need_dx)
+        return dx, dw, db
+    dout = dout.reshape(N, F, -1)
     P = dout.shape[2]
-    db = dout.sum(axis=(0, 2))
     dw = xp.zeros_like(w2)
     dx = xp.empty_like(x) if need_dx else None
-    if _host_path(be):
+    if algo == "host":
         for part in parts:
             n = part.stop - part.start
             # recomputing the patches costs less than keeping them: a chunk's patches are
             # rebuilt in cache, while kept ones would come back from main memory
             cols = _host_patches(be, x[part], HH, WW, pad, stride, K, P)
-            g = _buffer(be, "prod", (F, n, P), x.dtype)
+            g = _scratch.buffer(be, "prod", (F, n, P), x.dtype)
             g[...] = dout[part].transpose(1, 0, 2)
             g = g.reshape(F, n * P)
             # dw += sum over the chunk of dout_n @ cols_n.T: one GEMM over n*P
@@ -240,7 +247,7 @@ def conv_backward_fast(dout, cache, need_dx=True):
             else:
                 dw += xp.matmul(g, cols.reshape(K, n * P).T)
             if need_dx:
-                dcols = _buffer(be, "dcols", (K, n, P), x.dtype)
+                dcols = _scratch.buffer(be, "dcols", (K, n, P), x.dtype)
                 xp.matmul(w2.T, g, out=dcols.reshape(K, n * P))
                 be.col2im(dcols.transpose(1, 0, 2), x[part].shape, HH, WW, pad, stride,
                           out=dx[part])

@@ -1,4 +1,5 @@
-"""The fast convolution's im2col buffers stay under the memory budget (`set_memory_budget`).
+"""The fast convolution's scratch buffers (im2col patches, Winograd coefficients) stay under
+the memory budget (`set_memory_budget`).
 
 NumPy reports its data allocations to tracemalloc, so the traced peak during a call, minus the
 arrays the call must return, is the extra memory it used.
@@ -42,8 +43,11 @@ def _traced_peak(fn, *args, **kwargs):
     return result, peak
 
 
-def test_large_batch_conv_stays_within_the_default_budget():
-    # 512x64x32x32 with 3x3 filters: the patches of the whole batch would take 1.2 GB
+@pytest.mark.parametrize("winograd", [True, False])
+def test_large_batch_conv_stays_within_the_default_budget(winograd):
+    # 512x64x32x32 with 3x3 filters: the patches of the whole batch would take 1.2 GB (and
+    # Winograd's transform coefficients 0.6 GB)
+    old = conv.set_winograd(winograd)
     with backend.use("numpy"):
         rng = np.random.default_rng(0)
         x = rng.standard_normal((512, 64, 32, 32), dtype=np.float32)
@@ -54,7 +58,11 @@ def test_large_batch_conv_stays_within_the_default_budget():
         assert conv.get_memory_budget() == limit
         assert 512 * 64 * 9 * 32 * 32 * 4 > 4 * limit  # the test would notice a full im2col
 
-        (out, cache), peak = _traced_peak(conv_forward_fast, x, w, b, param)
+        try:
+            (out, cache), peak = _traced_peak(conv_forward_fast, x, w, b, param)
+        finally:
+            conv.set_winograd(old)
+        assert cache[-1] == ("winograd" if winograd else "host")
         assert out.dtype == np.float32
         assert peak - out.nbytes <= limit
         dout = np.ones_like(out)

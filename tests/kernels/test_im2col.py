@@ -192,7 +192,8 @@ def test_fast_layers_equal_naive_layers(numpy_backend, dtype, geom, F, seed):
 
 
 def test_numpy_backend_reports_active_kernels():
-    assert backend.get("numpy").kernels() == "Cython kernels (dualnet.kernels._im2col)"
+    assert backend.get("numpy").kernels() == (
+        "Cython kernels (dualnet.kernels._im2col, dualnet.kernels._winograd)")
 
 
 def test_env_var_disables_the_extension_in_a_fresh_process():

@@ -1,0 +1,73 @@
+"""3x3 stride-1 convolution by Winograd's minimal filtering F(2x2, 3x3), on host backends.
+
+Each 2x2 output tile needs 16 multiplies instead of 36 (Lavin & Gray, 2016; the transforms
+and their layouts are specified in `dualnet/kernels/reference.py`). Per batch chunk:
+
+    forward    V = input transform of x          (16, C, T)   T = tiles in the chunk
+               M[k] = U[k] @ V[k], k = 0..15     (16, F, T)   U: the filters, (16, F, C)
+               out = output transform of M, + b  (n, F, Ho, Wo), written in NCHW directly
+    backward   dM = adjoint output transform of dout
+               dU += dM[k] @ V[k]^T;  dV[k] = U[k]^T @ dM[k];  dx = adjoint input transform
+
+so the three GEMM passes of im2col + GEMM shrink to 16/36 of their work, and the patches
+(9x the input) become transform coefficients (4x the input). `conv_forward_fast` picks this
+path for 3x3 stride-1 filters on the numpy backend; the values match im2col + GEMM to float
+rounding (tests compare both with the naive layers).
+"""
+
+from __future__ import annotations
+
+from ..kernels import reference
+from . import _scratch
+
+
+def sample_bytes(C, F, H, W, pad, itemsize):
+    """Scratch bytes per sample: the backward pass holds V, dV and dM at once."""
+    th, tw = reference.winograd_tiles(H, W, pad)
+    return 16 * th * tw * (2 * C + F) * itemsize
+
+
+def forward(be, x, w, b, pad, parts):
+    """x (N, C, H, W), w (F, C, 3, 3), b (F,) -> out (N, F, Ho, Wo); `parts`: batch slices."""
+    xp = be.xp
+    N, C, H, W = x.shape
+    F = w.shape[0]
+    th, tw = reference.winograd_tiles(H, W, pad)
+    U = reference.winograd_filter(xp, w)
+    out = xp.empty((N, F, H + 2 * pad - 2, W + 2 * pad - 2), dtype=x.dtype)
+    for part in parts:
+        T = (part.stop - part.start) * th * tw
+        V = be.winograd_input(x[part], pad, _scratch.buffer(be, "wino_v", (16, C, T), x.dtype))
+        M = _scratch.buffer(be, "wino_m", (16, F, T), x.dtype)
+        xp.matmul(U, V, out=M)
+        be.winograd_output(M, b, out[part])
+    return out
+
+
+def backward(be, dout, x, w, pad, parts, need_dx=True):
+    """Gradients of `forward` for dout (N, F, Ho, Wo): dx (N, C, H, W) or None, dw (F, C, 3, 3).
+
+    The input transform is recomputed per chunk (it is cheap, and kept coefficients would come
+    back from main memory); the bias gradient is the caller's.
+    """
+    xp = be.xp
+    N, C, H, W = x.shape
+    F = w.shape[0]
+    th, tw = reference.winograd_tiles(H, W, pad)
+    U_t = reference.winograd_filter(xp, w).transpose(0, 2, 1)
+    dU = xp.empty((16, F, C), dtype=x.dtype)
+    dx = xp.empty_like(x) if need_dx else None
+    for part in parts:
+        T = (part.stop - part.start) * th * tw
+        V = be.winograd_input(x[part], pad, _scratch.buffer(be, "wino_v", (16, C, T), x.dtype))
+        dM = be.winograd_output_grad(dout[part],
+                                     _scratch.buffer(be, "wino_m", (16, F, T), x.dtype))
+        if part.start == 0:
+            xp.matmul(dM, V.transpose(0, 2, 1), out=dU)
+        else:
+            dU += xp.matmul(dM, V.transpose(0, 2, 1))
+        if need_dx:
+            dV = _scratch.buffer(be, "wino_dv", (16, C, T), x.dtype)
+            xp.matmul(U_t, dM, out=dV)
+            be.winograd_input_grad(dV, pad, dx[part])
+    return dx, reference.winograd_filter_grad(xp, dU).astype(x.dtype, copy=False)

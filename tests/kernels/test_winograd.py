@@ -1,0 +1,147 @@
+"""Winograd F(2x2, 3x3) tile transforms: the NumPy reference (the spec) against a direct
+convolution, its adjoints against dot-product identities, and the Cython kernels
+(`dualnet.kernels._winograd`) against the reference."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dualnet.kernels import reference
+from dualnet.layers import conv_backward_naive, conv_forward_naive
+
+cy = pytest.importorskip("dualnet.kernels._winograd",
+                         reason="Cython extension not built (pip install -e .)")
+
+DTYPES = [np.float32, np.float64]
+
+
+@st.composite
+def planes(draw):
+    """(N, C, H, W), pad, F: any plane a 3x3 window fits once padded, odd sizes included."""
+    pad = draw(st.integers(0, 2))
+    H = draw(st.integers(max(1, 3 - 2 * pad), 11))
+    W = draw(st.integers(max(1, 3 - 2 * pad), 11))
+    return (draw(st.integers(1, 3)), draw(st.integers(1, 4)), H, W), pad, draw(st.integers(1, 4))
+
+
+def _random(shape, dtype, seed):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def _winograd_conv(x, w, b, pad):
+    """A whole convolution from the reference transforms and 16 GEMMs."""
+    N, _, H, W = x.shape
+    M = reference.winograd_filter(np, w) @ reference.winograd_input(np, x, pad)
+    return reference.winograd_output(np, M, b, (N, w.shape[0], H + 2 * pad - 2, W + 2 * pad - 2))
+
+
+@settings(max_examples=40, deadline=None)
+@given(geom=planes(), seed=st.integers(0, 2**16))
+def test_reference_convolution_and_gradients_equal_the_naive_layer(geom, seed):
+    x_shape, pad, F = geom
+    x = _random(x_shape, np.float64, seed)
+    w = _random((F, x_shape[1], 3, 3), np.float64, seed + 1)
+    b = _random((F,), np.float64, seed + 2)
+    out, cache = conv_forward_naive(x, w, b, {"stride": 1, "pad": pad})
+    np.testing.assert_allclose(_winograd_conv(x, w, b, pad), out, rtol=1e-12, atol=1e-12)
+
+    dout = _random(out.shape, np.float64, seed + 3)
+    dx, dw, _ = conv_backward_naive(dout, cache)
+    U = reference.winograd_filter(np, w)
+    V = reference.winograd_input(np, x, pad)
+    dM = reference.winograd_output_grad(np, dout)
+    dV = U.transpose(0, 2, 1) @ dM
+    np.testing.assert_allclose(reference.winograd_input_grad(np, dV, x.shape, pad), dx,
+                               rtol=1e-12, atol=1e-12)
+    dU = dM @ V.transpose(0, 2, 1)
+    np.testing.assert_allclose(reference.winograd_filter_grad(np, dU), dw, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(geom=planes(), seed=st.integers(0, 2**16))
+def test_reference_gradients_are_adjoints(geom, seed):
+    """<T a, b> == <a, T* b> for each transform T and its gradient T*."""
+    (N, C, H, W), pad, F = geom
+    Ho, Wo = H + 2 * pad - 2, W + 2 * pad - 2
+    x = _random((N, C, H, W), np.float64, seed)
+    V = _random(reference.winograd_input(np, x, pad).shape, np.float64, seed + 1)
+    assert np.vdot(reference.winograd_input(np, x, pad), V) == pytest.approx(
+        np.vdot(x, reference.winograd_input_grad(np, V, x.shape, pad)), rel=1e-12)
+    y = _random((N, F, Ho, Wo), np.float64, seed + 2)
+    M = _random(reference.winograd_output_grad(np, y).shape, np.float64, seed + 3)
+    assert np.vdot(reference.winograd_output(np, M, None, y.shape), y) == pytest.approx(
+        np.vdot(M, reference.winograd_output_grad(np, y)), rel=1e-12)
+    w = _random((F, C, 3, 3), np.float64, seed + 4)
+    U = _random((16, F, C), np.float64, seed + 5)
+    assert np.vdot(reference.winograd_filter(np, w), U) == pytest.approx(
+        np.vdot(w, reference.winograd_filter_grad(np, U)), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=25, deadline=None)
+@given(geom=planes(), seed=st.integers(0, 2**16))
+def test_cython_transforms_equal_the_reference(dtype, geom, seed):
+    (N, C, H, W), pad, F = geom
+    Ho, Wo = H + 2 * pad - 2, W + 2 * pad - 2
+    tol = 2e-6 if dtype == np.float32 else 1e-14
+    x = _random((N, C, H, W), dtype, seed)
+    V = np.full(reference.winograd_input(np, x, pad).shape, np.nan, dtype)
+    assert cy.winograd_input(x, pad, V) is V
+    np.testing.assert_allclose(V, reference.winograd_input(np, x, pad), rtol=tol, atol=tol)
+
+    dx = np.full_like(x, np.nan)  # every element must be written, padding rows included
+    cy.winograd_input_grad(V, pad, dx)
+    np.testing.assert_allclose(dx, reference.winograd_input_grad(np, V, x.shape, pad),
+                               rtol=tol, atol=tol * 10)
+
+    M = _random((16, F, V.shape[2]), dtype, seed + 1)
+    b = _random((F,), dtype, seed + 2)
+    y = np.full((N, F, Ho, Wo), np.nan, dtype)
+    cy.winograd_output(M, b, y)
+    np.testing.assert_allclose(y, reference.winograd_output(np, M, b, y.shape), rtol=tol,
+                               atol=tol * 10)
+    cy.winograd_output(M, None, y)
+    np.testing.assert_allclose(y, reference.winograd_output(np, M, None, y.shape), rtol=tol,
+                               atol=tol * 10)
+
+    dM = np.full_like(M, np.nan)
+    cy.winograd_output_grad(y, dM)
+    np.testing.assert_allclose(dM, reference.winograd_output_grad(np, y), rtol=tol, atol=tol)
+
+
+def test_wide_planes_span_several_tile_segments():
+    """The kernels work on rows of at most 64 tiles; a 300-wide plane needs three."""
+    x = _random((2, 3, 7, 300), np.float32, 0)
+    V = np.empty(reference.winograd_input(np, x, 1).shape, np.float32)
+    np.testing.assert_allclose(cy.winograd_input(x, 1, V), reference.winograd_input(np, x, 1),
+                               rtol=2e-6, atol=2e-6)
+    dx = np.empty_like(x)
+    np.testing.assert_allclose(cy.winograd_input_grad(V, 1, dx),
+                               reference.winograd_input_grad(np, V, x.shape, 1),
+                               rtol=2e-6, atol=2e-5)
+    y = np.empty((2, 4, 7, 300), np.float32)
+    M = _random((16, 4, V.shape[2]), np.float32, 1)
+    np.testing.assert_allclose(cy.winograd_output(M, None, y),
+                               reference.winograd_output(np, M, None, y.shape),
+                               rtol=2e-6, atol=2e-5)
+    np.testing.assert_allclose(cy.winograd_output_grad(y, np.empty_like(M)),
+                               reference.winograd_output_grad(np, y), rtol=2e-6, atol=2e-6)
+
+
+def test_kernels_reject_bad_arrays():
+    x = np.zeros((2, 3, 8, 8), np.float32)
+    V = np.zeros((16, 3, 2 * 4 * 4), np.float32)
+    with pytest.raises(ValueError, match="x must be C-contiguous"):
+        cy.winograd_input(x.transpose(0, 1, 3, 2), 1, V)
+    with pytest.raises(ValueError, match=r"V must have shape \(16, 3, 50\)"):
+        cy.winograd_input(x, 2, V)  # pad 2: 5x5 tiles per plane, not 4x4
+    with pytest.raises(TypeError, match="V must have dtype float64"):
+        cy.winograd_input(x.astype(np.float64), 0, V[:, :, :18].copy())
+    with pytest.raises(TypeError, match="float32 or float64"):
+        cy.winograd_output_grad(x.astype(np.int64), V)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        cy.winograd_output(np.zeros((16, 3, 32), np.float32), np.zeros(4, np.float32),
+                           np.zeros((2, 3, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="bad Winograd geometry"):
+        cy.winograd_input_grad(V, 0, np.zeros((2, 3, 2, 8), np.float32))

@@ -1,0 +1,134 @@
+"""The Winograd path of `conv_forward_fast`/`conv_backward_fast` (3x3, stride 1, numpy backend):
+which shapes take it, and that it equals the naive layer and the im2col path, with the Cython
+kernels and with the pure-NumPy fallback, in one chunk or many."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dualnet import backend
+from dualnet.gradient_check import eval_numerical_gradient_array, rel_error
+from dualnet.layers import (
+    conv,
+    conv_backward_fast,
+    conv_backward_naive,
+    conv_forward_fast,
+    conv_forward_naive,
+)
+
+
+@pytest.fixture
+def winograd():
+    """Sets the Winograd switch for one test and restores it."""
+    old = conv.set_winograd(True)
+    yield conv.set_winograd
+    conv.set_winograd(old)
+
+
+@pytest.fixture(params=["cython", "fallback"])
+def numpy_backend(request, monkeypatch):
+    """The numpy backend with its Cython kernels, or rebuilt without them."""
+    if request.param == "fallback":
+        monkeypatch.setenv("DUALNET_NO_EXTENSION", "1")
+        monkeypatch.setitem(backend._instances, "numpy", backend.NumpyBackend())
+    be = backend.get("numpy")
+    assert be.kernels().startswith("pure-NumPy") == (request.param == "fallback")
+    with backend.use("numpy"):
+        yield be
+
+
+def _algorithm(x, w, param):
+    return conv_forward_fast(x, w, np.zeros(w.shape[0], x.dtype), param)[1][-1]
+
+
+def test_only_3x3_stride_1_on_the_numpy_backend_takes_it(winograd):
+    x = np.zeros((2, 3, 9, 9))
+    assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 1}) == "winograd"
+    assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 0}) == "winograd"
+    assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 2, "pad": 1}) == "host"
+    assert _algorithm(x, np.zeros((4, 3, 5, 5)), {"stride": 1, "pad": 2}) == "host"
+    assert _algorithm(x, np.zeros((4, 3, 3, 1)), {"stride": 1, "pad": 1}) == "host"
+    with backend.use("cuda-emu"):
+        assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 1}) == "portable"
+    assert winograd(False) is True
+    assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 1}) == "host"
+
+
+@st.composite
+def geometry(draw):
+    pad = draw(st.integers(0, 2))
+    H = draw(st.integers(max(1, 3 - 2 * pad), 9))
+    W = draw(st.integers(max(1, 3 - 2 * pad), 9))
+    N, C, F = draw(st.integers(1, 4)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    return (N, C, H, W), (F, C, 3, 3), pad
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+# the fixtures only select a backend and restore the switch; sharing them is intended
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(geom=geometry(), seed=st.integers(0, 2**31 - 1))
+def test_equals_naive_and_im2col(numpy_backend, winograd, dtype, geom, seed):
+    x_shape, w_shape, pad = geom
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    param = {"stride": 1, "pad": pad}
+    winograd(True)
+    out, cache = conv_forward_fast(x, w, b, param)
+    assert cache[-1] == "winograd" and out.dtype == dtype
+    ref, ref_cache = conv_forward_naive(x, w, b, param)
+    dout = rng.standard_normal(ref.shape).astype(dtype)
+    winograd(False)
+    out_i2c, cache_i2c = conv_forward_fast(x, w, b, param)
+    tol = 1e-10 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(out, out_i2c, rtol=tol, atol=tol)
+    for got, want, i2c in zip(conv_backward_fast(dout, cache),
+                              conv_backward_naive(dout, ref_cache),
+                              conv_backward_fast(dout, cache_i2c), strict=True):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10)
+        np.testing.assert_allclose(got, i2c, rtol=tol, atol=tol * 10)
+
+
+def test_numeric_gradients(winograd):
+    rng = np.random.RandomState(7)
+    x, w, b = rng.randn(3, 2, 7, 6), rng.randn(3, 2, 3, 3), rng.randn(3)
+    param = {"stride": 1, "pad": 1}
+    out, cache = conv_forward_fast(x, w, b, param)
+    assert cache[-1] == "winograd"
+    dout = rng.randn(*out.shape)
+    dx, dw, db = conv_backward_fast(dout, cache)
+    assert rel_error(dx, eval_numerical_gradient_array(
+        lambda v: conv_forward_fast(v, w, b, param)[0], x, dout)) < 5e-8
+    assert rel_error(dw, eval_numerical_gradient_array(
+        lambda v: conv_forward_fast(x, v, b, param)[0], w, dout)) < 5e-8
+    assert rel_error(db, eval_numerical_gradient_array(
+        lambda v: conv_forward_fast(x, w, v, param)[0], b, dout)) < 5e-8
+
+
+@pytest.mark.parametrize("budget", [1, 30_000, 10**9])  # one sample, a few, all per chunk
+def test_results_do_not_depend_on_the_chunking(winograd, budget):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((9, 4, 10, 11))
+    w = rng.standard_normal((5, 4, 3, 3))
+    b = rng.standard_normal(5)
+    param = {"stride": 1, "pad": 1}
+    old = conv.set_memory_budget(budget)
+    try:
+        out, cache = conv_forward_fast(x, w, b, param)
+        dout = rng.standard_normal(out.shape)
+        grads = conv_backward_fast(dout, cache)
+        dx, dw, db = conv_backward_fast(dout, cache, need_dx=False)
+    finally:
+        conv.set_memory_budget(old)
+    assert cache[-1] == "winograd" and dx is None
+    ref, ref_cache = conv_forward_naive(x, w, b, param)
+    np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-12)
+    for got, want in zip(grads, conv_backward_naive(dout, ref_cache), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-11)
+    np.testing.assert_array_equal(dw, grads[1])
+    np.testing.assert_array_equal(db, grads[2])
