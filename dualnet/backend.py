@@ -173,6 +173,20 @@ class NumpyBackend(Backend):
             return super().maxpool_backward(dout, argmax, x_shape, ph, pw, stride)
         return self._ext.maxpool_backward(dout, argmax, x_shape, ph, pw, stride)
 
+    def rows_to_nchw(self, rows, bias, out):
+        """The fast convolution's GEMM rows (F, N*Ho*Wo) + bias -> out (N, F, Ho, Wo)."""
+        if self._ext is not None:
+            return self._ext.rows_to_nchw(rows, bias, out)
+        out[...] = reference.rows_to_nchw(np, rows, bias, out.shape)
+        return out
+
+    def nchw_to_rows(self, dout, out):
+        """dout (N, F, Ho, Wo) -> out (F, N*Ho*Wo), the layout `rows_to_nchw` reads."""
+        if self._ext is not None:
+            return self._ext.nchw_to_rows(dout, out)
+        out[...] = reference.nchw_to_rows(np, dout)
+        return out
+
     # -- Winograd F(2x2, 3x3) tile transforms (see kernels/reference.py), into `out` ---------
     def winograd_input(self, x, pad, out):
         """x (N, C, H, W) -> out (16, C, N*th*tw)."""

@@ -11,6 +11,8 @@ Built as `dualnet.kernels._im2col`. The layouts are those of `dualnet/kernels/re
   (H, W) plane, first maximum on ties (and the first NaN, like `numpy.argmax`).
 - `maxpool_backward(dout, argmax, x_shape, ph, pw, stride) -> dx (N, C, H, W)`.
 - `avgpool_forward/avgpool_backward` likewise, without argmax.
+- `rows_to_nchw(rows, bias, out)` / `nchw_to_rows(dout, rows)`: the fast convolution's GEMM
+  rows (F, N*Ho*Wo) to NCHW (N, F, Ho, Wo) plus bias, and back.
 
 Every kernel works on whole (n, c) planes, one plane per loop iteration, and those iterations
 run in parallel under OpenMP when the extension was built with it. Sums into one plane happen
@@ -245,6 +247,65 @@ def col2im(cols, x_shape, HH, WW, pad, stride, out=None):
     if out.size:
         _col2im_fused(cols, out, HH, WW, pad, stride)
     return out
+
+
+# -- GEMM rows <-> NCHW ---------------------------------------------------------------------
+# The fast convolution's GEMMs hold a chunk's outputs as rows: (F, N*Ho*Wo), row f holding
+# filter f's output planes one sample after another.
+def _rows_to_nchw_fused(const floating[:, ::1] rows, const floating[::1] bias,
+                        floating[:, :, :, ::1] out):
+    cdef Py_ssize_t N = out.shape[0], F = out.shape[1], P = out.shape[2] * out.shape[3]
+    cdef Py_ssize_t plane, n, f, k
+    cdef const floating *src
+    cdef floating *dst
+    cdef floating bf
+    for plane in prange(N * F, nogil=True, schedule="static"):
+        n = plane // F
+        f = plane % F
+        bf = bias[f]
+        src = &rows[f, n * P]
+        dst = &out[n, f, 0, 0]
+        for k in range(P):
+            dst[k] = src[k] + bf
+
+
+def _nchw_to_rows_fused(const floating[:, :, :, ::1] dout, floating[:, ::1] rows):
+    cdef Py_ssize_t N = dout.shape[0], F = dout.shape[1], P = dout.shape[2] * dout.shape[3]
+    cdef Py_ssize_t plane, n, f
+    for plane in prange(N * F, nogil=True, schedule="static"):
+        n = plane // F
+        f = plane % F
+        memcpy(&rows[f, n * P], &dout[n, f, 0, 0], P * sizeof(floating))
+
+
+def _check_rows(name, rows, nchw):
+    _check(name, rows, 2)
+    N, F, Ho, Wo = nchw.shape
+    if rows.shape != (F, N * Ho * Wo) or rows.dtype != nchw.dtype:
+        raise ValueError(f"{name} must be a {nchw.dtype} array of shape {(F, N * Ho * Wo)}, "
+                         f"got {rows.dtype} {rows.shape}")
+
+
+def rows_to_nchw(rows, bias, out):
+    """GEMM rows (F, N*Ho*Wo) plus bias (F,) -> out (N, F, Ho, Wo), in place; returns out."""
+    _check("rows_to_nchw: out", out, 4)
+    _check_rows("rows_to_nchw: rows", rows, out)
+    _check("rows_to_nchw: bias", bias, 1)
+    if bias.shape != (out.shape[1],) or bias.dtype != out.dtype:
+        raise ValueError(f"rows_to_nchw: bias must be a {out.dtype} array of shape "
+                         f"{(out.shape[1],)}, got {bias.dtype} {bias.shape}")
+    if out.size:
+        _rows_to_nchw_fused(rows, bias, out)
+    return out
+
+
+def nchw_to_rows(dout, rows):
+    """dout (N, F, Ho, Wo) -> rows (F, N*Ho*Wo), in place; returns rows."""
+    _check("nchw_to_rows: dout", dout, 4)
+    _check_rows("nchw_to_rows: rows", rows, dout)
+    if dout.size:
+        _nchw_to_rows_fused(dout, rows)
+    return rows
 
 
 # -- pooling --------------------------------------------------------------------------------

@@ -42,6 +42,18 @@ def col2im(xp, cols, x_shape, HH, WW, pad, stride):
     return dx_pad
 
 
+def rows_to_nchw(xp, rows, bias, out_shape):
+    """The fast convolution's GEMM result (F, N*Ho*Wo) plus bias (F,) -> (N, F, Ho, Wo)."""
+    N, F, Ho, Wo = out_shape
+    return rows.reshape(F, N, Ho, Wo).transpose(1, 0, 2, 3) + bias[:, None, None]
+
+
+def nchw_to_rows(xp, dout):
+    """The inverse layout change of `rows_to_nchw` (no bias): (N, F, Ho, Wo) -> (F, N*Ho*Wo)."""
+    N, F, Ho, Wo = dout.shape
+    return xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(F, N * Ho * Wo)
+
+
 def _windows(xp, x, ph, pw, stride):
     """x (N, C, H, W) -> (N, C, Ho, Wo, ph*pw): every pooling window, flattened row-major."""
     N, C, H, W = x.shape

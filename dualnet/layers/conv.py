@@ -1,9 +1,12 @@
 """2-D convolution (NCHW): a naive loop reference and a fast version.
 
-The fast layers use im2col + GEMM, except for 3x3 stride-1 filters on the numpy backend,
-which go through Winograd's F(2x2, 3x3) (`winograd.py`: 16 multiplies per 2x2 output tile
-instead of 36; same values to float rounding). `set_winograd(False)` keeps every shape on
-im2col + GEMM.
+The fast layers pick an algorithm per call (`set_algorithm("im2col")` pins the classic one):
+
+- 'winograd' (numpy backend, 3x3 filters, stride 1): Winograd's F(2x2, 3x3), 16 multiplies
+  per 2x2 output tile instead of 36 (`winograd.py`);
+- 'host' (numpy backend, other shapes): im2col + GEMM into reused buffers (`conv_host.py`);
+- 'portable' (cupy, cuda-emu): im2col + batched GEMM per chunk, below.
+All give the naive layer's values to float rounding (the tests compare them).
 
 Shapes: x (N, C, H, W), w (F, C, HH, WW), b (F,), out (N, F, Ho, Wo) with
 Ho = (H + 2*pad - HH) / stride + 1 (must be an integer; likewise Wo).
@@ -15,15 +18,14 @@ budget: `DEFAULT_MEMORY_BUDGET` (256 MiB), or the `DUALNET_CONV_MEMORY_BUDGET`
 environment variable (bytes) read at import, or `set_memory_budget(nbytes)`. The backward pass
 recomputes each chunk's patches rather than keeping them from the forward pass. On the numpy
 backend the chunk's scratch lives in per-thread buffers reused from call to call (`_scratch`:
-sized by the budget, dropped by `set_memory_budget`), patches laid out (C*HH*WW, n, Ho*Wo) so
-that each chunk needs one large GEMM per pass instead of n thin ones.
+sized by the budget, dropped by `set_memory_budget`).
 """
 
 from __future__ import annotations
 
 import os
 
-from . import _checks, _scratch, winograd
+from . import _checks, _scratch, conv_host, winograd
 
 #: Default bound, in bytes, on the scratch memory one fast convolution call holds at once.
 DEFAULT_MEMORY_BUDGET = 256 * 2**20
@@ -35,7 +37,7 @@ DEFAULT_MEMORY_BUDGET = 256 * 2**20
 _HOST_CHUNK_BYTES = 8 * 2**20
 
 _memory_budget = int(os.environ.get("DUALNET_CONV_MEMORY_BUDGET", DEFAULT_MEMORY_BUDGET))
-_use_winograd = True
+_algorithms = "auto"
 
 
 def set_memory_budget(nbytes: int) -> int:
@@ -55,11 +57,14 @@ def get_memory_budget() -> int:
     return _memory_budget
 
 
-def set_winograd(enabled: bool) -> bool:
-    """Let 3x3 stride-1 filters on the numpy backend use Winograd F(2x2, 3x3) (the default)
-    or not (im2col + GEMM for every shape); returns the old setting."""
-    global _use_winograd
-    old, _use_winograd = _use_winograd, bool(enabled)
+def set_algorithm(name: str) -> str:
+    """'auto' (the default): each call picks the fastest algorithm its shape and backend
+    allow; 'im2col': plain im2col + GEMM for every shape (the classic algorithm). Returns
+    the old setting."""
+    global _algorithms
+    if name not in ("auto", "im2col"):
+        raise ValueError(f"set_algorithm: name must be 'auto' or 'im2col', got {name!r}")
+    old, _algorithms = _algorithms, name
     return old
 
 
@@ -139,67 +144,55 @@ def _chunks(be, N, sample_bytes, cache_sized=True):
     return [slice(n, min(n + step, N)) for n in range(0, N, step)]
 
 
-def _host_patches(be, x_part, HH, WW, pad, stride, K, P):
-    """im2col of x_part (n, C, H, W) into the reused (K, n, P) scratch buffer; returns it."""
-    cols = _scratch.buffer(be, "cols", (K, x_part.shape[0], P), x_part.dtype)
-    be.im2col(x_part, HH, WW, pad, stride, out=cols.transpose(1, 0, 2))
-    return cols
-
-
 def _host_path(be):
-    """Whether the backend's kernels can write patches into (C*HH*WW, N, Ho*Wo) buffers.
+    """Whether the backend's kernels write patches into caller-provided buffers (`out=`).
 
-    That layout turns a chunk's per-sample GEMMs into one large GEMM each (forward, dw, dx):
-    BLAS runs much faster on one (F, K) x (K, n*P) product than on n thin ones. Backends
-    whose kernels take no `out=` (cupy, cuda-emu) keep the portable per-sample path.
+    Those run `conv_host`: patches laid out (C*HH*WW, n, Ho*Wo) make each chunk one large
+    GEMM per pass instead of n thin ones. Backends whose kernels take no `out=` (cupy,
+    cuda-emu) keep the portable per-sample path.
     """
     return getattr(be, "kernels_take_out", False)
 
 
 def _algorithm(be, w, stride):
-    """'winograd', 'host' (im2col + GEMM into reused buffers) or 'portable' (per sample)."""
+    """'winograd', 'host' or 'portable' (see the module docstring)."""
     if not _host_path(be):
         return "portable"
-    if _use_winograd and stride == 1 and tuple(w.shape[2:]) == (3, 3):
+    if _algorithms == "im2col":
+        return "host"
+    if stride == 1 and tuple(w.shape[2:]) == (3, 3):
         return "winograd"
     return "host"
 
 
 def conv_forward_fast(x, w, b, conv_param):
-    """Convolution as im2col + GEMM (Winograd for 3x3 stride 1 on numpy), in batch chunks.
+    """Convolution by im2col + GEMM (or Winograd: see the module docstring), in batch chunks.
 
     Returns out (N, F, Ho, Wo) in x's dtype, cache for `conv_backward_fast`.
     """
     be, stride, pad, Ho, Wo = _conv_geometry("conv_forward_fast", x, w, b, conv_param)
     xp = be.xp
     x = xp.ascontiguousarray(x)
+    b = xp.ascontiguousarray(b)
     N, C, H, W = x.shape
-    F, _, HH, WW = w.shape
-    w2 = w.reshape(F, -1)
-    K, P = w2.shape[1], Ho * Wo
+    F = w.shape[0]
     algo = _algorithm(be, w, stride)
-    # per sample, the backward pass holds patches, their gradient, a copy of dout and (on
-    # the portable path) its share of dx and a dw term at once; the forward pass less
     if algo == "winograd":
         sample_bytes = winograd.sample_bytes(C, F, H, W, pad, x.itemsize)
     elif algo == "host":
-        sample_bytes = (2 * K * P + F * P) * x.itemsize
-    else:
+        sample_bytes = conv_host.sample_bytes(w, Ho, Wo, x.itemsize)
+    else:  # patches, their gradient, dout, a share of dx and a dw term
+        K, P = w[0].size, Ho * Wo
         sample_bytes = (2 * K * P + x[0].size + F * K) * x.itemsize
     parts = _chunks(be, N, sample_bytes, cache_sized=algo != "winograd")
     cache = (x, w, stride, pad, parts, algo)
     if algo == "winograd":
-        return winograd.forward(be, x, w, xp.ascontiguousarray(b), pad, parts), cache
-    out = xp.empty((N, F, P), dtype=x.dtype)
+        return winograd.forward(be, x, w, b, pad, parts), cache
     if algo == "host":
-        for part in parts:
-            n = part.stop - part.start
-            cols = _host_patches(be, x[part], HH, WW, pad, stride, K, P)
-            prod = _scratch.buffer(be, "prod", (F, n, P), x.dtype)
-            xp.matmul(w2, cols.reshape(K, n * P), out=prod.reshape(F, n * P))
-            # (F, n, P) -> NCHW, with the bias added in the same pass
-            xp.add(prod.transpose(1, 0, 2), b[:, None], out=out[part])
-        return out.reshape(N, F, Ho, Wo), cache
+        return conv_host.forward(be, x, w, b, stride, pad, parts, Ho, Wo), cache
+    w2 = w.reshape(F, -1)
+    HH, WW = w.shape[2:]
+    out = xp.empty((N, F, Ho * Wo), dtype=x.dtype)
     for part in parts:
         # patches (n, C*HH*WW, Ho*Wo), a temporary freed at once; out (n, F, Ho*Wo) is NCHW
         xp.matmul(w2, be.im2col(x[part], HH, WW, pad, stride), out=out[part])
@@ -220,38 +213,19 @@ def conv_backward_fast(dout, cache, need_dx=True):
     be = _checks.floating("conv_backward_fast", dout=dout, w=w)
     xp = be.xp
     N, F = dout.shape[:2]
-    HH, WW = w.shape[2:]
-    w2 = w.reshape(F, -1)
-    K = w2.shape[1]
     dout = xp.ascontiguousarray(dout)
     db = dout.sum(axis=(0, 2, 3))
     if algo == "winograd":
         dx, dw = winograd.backward(be, dout, x, w, pad, parts, need_dx)
         return dx, dw, db
+    if algo == "host":
+        dx, dw = conv_host.backward(be, dout, x, w, stride, pad, parts, need_dx)
+        return dx, dw, db
+    HH, WW = w.shape[2:]
+    w2 = w.reshape(F, -1)
     dout = dout.reshape(N, F, -1)
-    P = dout.shape[2]
     dw = xp.zeros_like(w2)
     dx = xp.empty_like(x) if need_dx else None
-    if algo == "host":
-        for part in parts:
-            n = part.stop - part.start
-            # recomputing the patches costs less than keeping them: a chunk's patches are
-            # rebuilt in cache, while kept ones would come back from main memory
-            cols = _host_patches(be, x[part], HH, WW, pad, stride, K, P)
-            g = _scratch.buffer(be, "prod", (F, n, P), x.dtype)
-            g[...] = dout[part].transpose(1, 0, 2)
-            g = g.reshape(F, n * P)
-            # dw += sum over the chunk of dout_n @ cols_n.T: one GEMM over n*P
-            if part.start == 0:
-                xp.matmul(g, cols.reshape(K, n * P).T, out=dw)
-            else:
-                dw += xp.matmul(g, cols.reshape(K, n * P).T)
-            if need_dx:
-                dcols = _scratch.buffer(be, "dcols", (K, n, P), x.dtype)
-                xp.matmul(w2.T, g, out=dcols.reshape(K, n * P))
-                be.col2im(dcols.transpose(1, 0, 2), x[part].shape, HH, WW, pad, stride,
-                          out=dx[part])
-        return dx, dw.reshape(w.shape), db
     for part in parts:
         # recomputing the patches costs less than keeping them: a chunk's patches are
         # rebuilt in cache, while kept ones come back from main memory (and fresh pages

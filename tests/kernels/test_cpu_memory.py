@@ -43,11 +43,11 @@ def _traced_peak(fn, *args, **kwargs):
     return result, peak
 
 
-@pytest.mark.parametrize("winograd", [True, False])
-def test_large_batch_conv_stays_within_the_default_budget(winograd):
+@pytest.mark.parametrize("algorithm, expected", [("auto", "winograd"), ("im2col", "host")])
+def test_large_batch_conv_stays_within_the_default_budget(algorithm, expected):
     # 512x64x32x32 with 3x3 filters: the patches of the whole batch would take 1.2 GB (and
     # Winograd's transform coefficients 0.6 GB)
-    old = conv.set_winograd(winograd)
+    old = conv.set_algorithm(algorithm)
     with backend.use("numpy"):
         rng = np.random.default_rng(0)
         x = rng.standard_normal((512, 64, 32, 32), dtype=np.float32)
@@ -61,8 +61,8 @@ def test_large_batch_conv_stays_within_the_default_budget(winograd):
         try:
             (out, cache), peak = _traced_peak(conv_forward_fast, x, w, b, param)
         finally:
-            conv.set_winograd(old)
-        assert cache[-1] == ("winograd" if winograd else "host")
+            conv.set_algorithm(old)
+        assert cache[-1] == expected
         assert out.dtype == np.float32
         assert peak - out.nbytes <= limit
         dout = np.ones_like(out)

@@ -131,6 +131,27 @@ def test_maxpool_2x2_stride_2_path_equals_reference(dtype, seed):
     np.testing.assert_array_equal(np.signbit(dx), np.signbit(ref_dx))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemm_rows_to_nchw_and_back_equal_reference(dtype):
+    rng = np.random.default_rng(5)
+    N, F, Ho, Wo = 3, 4, 5, 7
+    rows = rng.standard_normal((F, N * Ho * Wo)).astype(dtype)
+    bias = rng.standard_normal(F).astype(dtype)
+    out = np.full((N, F, Ho, Wo), np.nan, dtype)
+    assert cy.rows_to_nchw(rows, bias, out) is out
+    np.testing.assert_array_equal(out, reference.rows_to_nchw(np, rows, bias, out.shape))
+    np.testing.assert_array_equal(out[1, 2], rows[2, Ho * Wo:2 * Ho * Wo].reshape(Ho, Wo) + bias[2])
+    back = np.full_like(rows, np.nan)
+    cy.nchw_to_rows(out, back)
+    np.testing.assert_array_equal(back, reference.nchw_to_rows(np, out))
+    with pytest.raises(ValueError, match=r"rows_to_nchw: rows must be a float\S* array of shape"):
+        cy.rows_to_nchw(rows[:, :-1].copy(), bias, out)
+    with pytest.raises(ValueError, match="rows_to_nchw: bias must be"):
+        cy.rows_to_nchw(rows, bias[:-1].copy(), out)
+    with pytest.raises(ValueError, match="nchw_to_rows: dout must be C-contiguous"):
+        cy.nchw_to_rows(out.transpose(0, 1, 3, 2), back)
+
+
 def test_kernels_reject_bad_arrays():
     x = np.zeros((2, 3, 8, 8), dtype=np.float32)
     with pytest.raises(ValueError, match="C-contiguous"):

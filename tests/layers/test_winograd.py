@@ -20,10 +20,11 @@ from dualnet.layers import (
 
 @pytest.fixture
 def winograd():
-    """Sets the Winograd switch for one test and restores it."""
-    old = conv.set_winograd(True)
-    yield conv.set_winograd
-    conv.set_winograd(old)
+    """winograd(True) lets 3x3 stride-1 calls take Winograd (the default), winograd(False)
+    pins im2col; the setting is restored after the test."""
+    old = conv.set_algorithm("auto")
+    yield lambda enabled: conv.set_algorithm("auto" if enabled else "im2col") == "auto"
+    conv.set_algorithm(old)
 
 
 @pytest.fixture(params=["cython", "fallback"])
@@ -49,6 +50,8 @@ def test_only_3x3_stride_1_on_the_numpy_backend_takes_it(winograd):
     assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 2, "pad": 1}) == "host"
     assert _algorithm(x, np.zeros((4, 3, 5, 5)), {"stride": 1, "pad": 2}) == "host"
     assert _algorithm(x, np.zeros((4, 3, 3, 1)), {"stride": 1, "pad": 1}) == "host"
+    with pytest.raises(ValueError, match="set_algorithm: name must be 'auto' or 'im2col'"):
+        conv.set_algorithm("fft")
     with backend.use("cuda-emu"):
         assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 1}) == "portable"
     assert winograd(False) is True
