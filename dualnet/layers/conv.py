@@ -1,9 +1,9 @@
 """2-D convolution (NCHW): a naive loop reference and a fast version.
 
-The fast layers pick an algorithm per call (`set_algorithm("im2col")` pins the classic one):
+The fast layers pick an algorithm per call (`set_algorithm` overrides the choice):
 
-- 'winograd' (numpy backend, 3x3 filters, stride 1): Winograd's F(2x2, 3x3), 16 multiplies
-  per 2x2 output tile instead of 36 (`winograd.py`);
+- 'winograd' (numpy backend, 3x3 filters, stride 1, enough channels): Winograd's F(2x2, 3x3),
+  16 multiplies per 2x2 output tile instead of 36 (`winograd.py`);
 - 'host' (numpy backend, other shapes): im2col + GEMM into reused buffers (`conv_host.py`);
 - 'portable' (cupy, cuda-emu): im2col + batched GEMM per chunk, below.
 All give the naive layer's values to float rounding (the tests compare them).
@@ -58,14 +58,23 @@ def get_memory_budget() -> int:
 
 
 def set_algorithm(name: str) -> str:
-    """'auto' (the default): each call picks the fastest algorithm its shape and backend
-    allow; 'im2col': plain im2col + GEMM for every shape (the classic algorithm). Returns
-    the old setting."""
+    """Choose how the fast layers compute; returns the old choice.
+
+    'auto' (the default): each call takes the fastest algorithm its shape and backend allow;
+    'im2col': im2col + GEMM for every shape (the classic algorithm); 'winograd': Winograd for
+    every 3x3 stride-1 call on the numpy backend, however few its channels (im2col elsewhere).
+    """
     global _algorithms
-    if name not in ("auto", "im2col"):
-        raise ValueError(f"set_algorithm: name must be 'auto' or 'im2col', got {name!r}")
+    if name not in ("auto", "im2col", "winograd"):
+        raise ValueError(f"set_algorithm: name must be 'auto', 'im2col' or 'winograd', "
+                         f"got {name!r}")
     old, _algorithms = _algorithms, name
     return old
+
+
+def get_algorithm() -> str:
+    """The fast layers' current choice: 'auto', 'im2col' or 'winograd' (`set_algorithm`)."""
+    return _algorithms
 
 
 def _conv_geometry(layer, x, w, b, conv_param):
@@ -154,15 +163,27 @@ def _host_path(be):
     return getattr(be, "kernels_take_out", False)
 
 
-def _algorithm(be, w, stride):
-    """'winograd', 'host' or 'portable' (see the module docstring)."""
+def _algorithm(be, w, stride, outputs):
+    """'winograd', 'host' or 'portable' (see the module docstring); outputs = N*Ho*Wo."""
     if not _host_path(be):
         return "portable"
     if _algorithms == "im2col":
         return "host"
-    if stride == 1 and tuple(w.shape[2:]) == (3, 3):
+    if stride == 1 and tuple(w.shape[2:]) == (3, 3) and (
+            _algorithms == "winograd" or _winograd_pays(w.shape[1], outputs)):
         return "winograd"
     return "host"
+
+
+def _winograd_pays(C, outputs):
+    """Whether Winograd beats im2col for C input channels and N*Ho*Wo outputs per filter.
+
+    Its 16 GEMMs have inner dimension C: with few channels they run slowly and the
+    transforms dominate. `bench/conv_algorithms.py` measured (2-core EPYC, float32, fwd+bwd)
+    Winograd/im2col time ratios of 0.5-0.96 for C >= 64, 0.75-1.04 for C = 32 from 8192
+    outputs (1.0-1.16 below), 0.9-1.7 for C = 16 and about 2 for C = 3.
+    """
+    return C >= 64 or (C >= 32 and outputs >= 8192)
 
 
 def conv_forward_fast(x, w, b, conv_param):
@@ -176,7 +197,7 @@ def conv_forward_fast(x, w, b, conv_param):
     b = xp.ascontiguousarray(b)
     N, C, H, W = x.shape
     F = w.shape[0]
-    algo = _algorithm(be, w, stride)
+    algo = _algorithm(be, w, stride, N * Ho * Wo)
     if algo == "winograd":
         sample_bytes = winograd.sample_bytes(C, F, H, W, pad, x.itemsize)
     elif algo == "host":

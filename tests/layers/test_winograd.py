@@ -20,10 +20,10 @@ from dualnet.layers import (
 
 @pytest.fixture
 def winograd():
-    """winograd(True) lets 3x3 stride-1 calls take Winograd (the default), winograd(False)
-    pins im2col; the setting is restored after the test."""
-    old = conv.set_algorithm("auto")
-    yield lambda enabled: conv.set_algorithm("auto" if enabled else "im2col") == "auto"
+    """winograd(True) sends every 3x3 stride-1 call through Winograd, winograd(False) through
+    im2col; the setting is restored after the test."""
+    old = conv.set_algorithm("winograd")
+    yield lambda enabled: conv.set_algorithm("winograd" if enabled else "im2col")
     conv.set_algorithm(old)
 
 
@@ -50,12 +50,27 @@ def test_only_3x3_stride_1_on_the_numpy_backend_takes_it(winograd):
     assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 2, "pad": 1}) == "host"
     assert _algorithm(x, np.zeros((4, 3, 5, 5)), {"stride": 1, "pad": 2}) == "host"
     assert _algorithm(x, np.zeros((4, 3, 3, 1)), {"stride": 1, "pad": 1}) == "host"
-    with pytest.raises(ValueError, match="set_algorithm: name must be 'auto' or 'im2col'"):
-        conv.set_algorithm("fft")
     with backend.use("cuda-emu"):
         assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 1}) == "portable"
-    assert winograd(False) is True
+    winograd(False)
     assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 1}) == "host"
+    with pytest.raises(ValueError, match="set_algorithm: name must be 'auto', 'im2col' or"):
+        conv.set_algorithm("fft")
+
+
+def test_auto_takes_it_where_there_are_enough_channels():
+    assert conv.set_algorithm("auto") == "auto"  # the default
+    x = np.zeros((2, 64, 4, 4), np.float32)
+    assert _algorithm(x, np.zeros((8, 64, 3, 3), np.float32), {"stride": 1, "pad": 1}) \
+        == "winograd"
+    # 32 channels: only with at least 8192 outputs per filter
+    x = np.zeros((8, 32, 32, 32), np.float32)
+    assert _algorithm(x, np.zeros((8, 32, 3, 3), np.float32), {"stride": 1, "pad": 1}) \
+        == "winograd"
+    assert _algorithm(x[:2], np.zeros((8, 32, 3, 3), np.float32), {"stride": 1, "pad": 1}) \
+        == "host"
+    x = np.zeros((64, 16, 16, 16), np.float32)
+    assert _algorithm(x, np.zeros((8, 16, 3, 3), np.float32), {"stride": 1, "pad": 1}) == "host"
 
 
 @st.composite
