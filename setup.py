@@ -5,11 +5,17 @@ requirements: if Cython, NumPy headers or a C compiler are missing, the build pr
 and the package falls back to its pure-NumPy kernels (`dualnet doctor` reports which are active).
 """
 
+import hashlib
 import os
 import sys
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+
+
+def _sha256(name):
+    with open(os.path.join("dualnet", "kernels", f"{name}.pyx"), "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
 
 
 def _extensions():
@@ -26,7 +32,10 @@ def _extensions():
             f"dualnet.kernels._{name}",
             [f"dualnet/kernels/{name}.pyx"],
             include_dirs=[numpy.get_include()],
-            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            # the module records which source it was built from: dualnet.backend refuses a
+            # stale build (one an editable install kept after its rebuild failed)
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+                           ("DUALNET_SOURCE_SHA256", f'"{_sha256(name)}"')],
         )
         for name in ("im2col", "winograd")
     ]

@@ -24,9 +24,11 @@ Chainer, never a change of array library. Device arrays always belong to `cupy`.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -224,20 +226,37 @@ def _load_cython_kernels(module):
     """Import one compiled kernel module (`_im2col`, `_winograd`) from dualnet.kernels.
 
     Returns (module or None, reason it is missing). `DUALNET_NO_EXTENSION=1` disables them at
-    run time (the fallback is tested that way). The first fallback is reported once on
-    stderr, as the brief for slow paths asks.
+    run time (the fallback is tested that way). A module built from another version of its
+    .pyx than the one installed beside it (a rebuild that failed in an editable install
+    leaves the old one) is not used: its functions may not match the Python code. The first
+    fallback is reported once on stderr, as the brief for slow paths asks.
     """
     global _said_no_extension
     if os.environ.get("DUALNET_NO_EXTENSION"):
         return None, "disabled by DUALNET_NO_EXTENSION"
     try:
-        return importlib.import_module(f"dualnet.kernels.{module}"), ""
+        ext = importlib.import_module(f"dualnet.kernels.{module}")
+        reason = _stale_reason(ext, module)
     except ImportError as exc:
-        reason = f"Cython extension not built: {exc}"
-        if not _said_no_extension:
-            _said_no_extension = True
-            print(f"dualnet: {reason}; using slower pure-NumPy kernels", file=sys.stderr)
-        return None, reason
+        ext, reason = None, f"Cython extension not built: {exc}"
+    if reason is None:
+        return ext, ""
+    if not _said_no_extension:
+        _said_no_extension = True
+        print(f"dualnet: {reason}; using slower pure-NumPy kernels", file=sys.stderr)
+    return None, reason
+
+
+def _stale_reason(ext, module):
+    """Why compiled `ext` does not match its installed source, or None when it does."""
+    source = Path(__file__).parent / "kernels" / f"{module.lstrip('_')}.pyx"
+    if not source.exists():  # an install without sources: nothing to compare
+        return None
+    expected = hashlib.sha256(source.read_bytes()).hexdigest()
+    if getattr(ext, "SOURCE_SHA256", None) == expected:
+        return None
+    return (f"dualnet.kernels.{module} was built from another version of {source.name} "
+            f"(rebuild it: pip install -e .)")
 
 
 # -- registry ----------------------------------------------------------------------------

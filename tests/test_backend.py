@@ -105,3 +105,19 @@ def test_dualnet_seed_makes_unseeded_draws_reproducible():
 def test_numpy_backend_reports_its_kernels():
     text = backend.get("numpy").kernels()
     assert "Cython" in text or "pure-NumPy" in text
+
+
+def test_a_stale_extension_is_refused_with_the_reason(monkeypatch, capsys):
+    """A compiled module whose recorded source hash differs from the installed .pyx (a rebuild
+    that failed left the old build) gives way to the pure-NumPy kernels, said once."""
+    winograd = pytest.importorskip("dualnet.kernels._winograd",
+                                   reason="Cython extension not built (pip install -e .)")
+    monkeypatch.setattr(winograd, "SOURCE_SHA256", "0" * 64)
+    monkeypatch.setattr(backend, "_said_no_extension", False)
+    be = backend.NumpyBackend()
+    assert be._wino is None and be._ext is not None
+    assert "built from another version of winograd.pyx" in be.kernels()
+    assert be.kernels().startswith("Cython kernels (dualnet.kernels._im2col), pure-NumPy")
+    assert "rebuild it: pip install -e ." in capsys.readouterr().err
+    backend.NumpyBackend()
+    assert capsys.readouterr().err == ""  # said once

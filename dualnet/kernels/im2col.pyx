@@ -27,6 +27,19 @@ from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
+# The SHA-256 of this file as it was compiled, defined by setup.py (empty when built another
+# way): dualnet.backend compares it with the installed source and refuses a stale build.
+cdef extern from *:
+    """
+    #ifndef DUALNET_SOURCE_SHA256
+    #define DUALNET_SOURCE_SHA256 ""
+    #endif
+    """
+    const char *DUALNET_SOURCE_SHA256
+
+SOURCE_SHA256 = DUALNET_SOURCE_SHA256.decode("ascii")
+
+
 ctypedef fused floating:
     float
     double
