@@ -138,6 +138,17 @@ class NumpyBackend(Backend):
         self._wino, wino_reason = _load_cython_kernels("_winograd")
         self._ext_reason = self._ext_reason or wino_reason
 
+    @property
+    def im2col_compiled(self) -> bool:
+        """Whether im2col, col2im, pooling and the GEMM-row kernels run compiled (else the
+        NumPy reference's)."""
+        return self._ext is not None
+
+    @property
+    def winograd_compiled(self) -> bool:
+        """Whether the Winograd transforms run compiled (else the NumPy reference's)."""
+        return self._wino is not None
+
     def kernels(self):
         built = [f"dualnet.kernels.{m.__name__.rsplit('.', 1)[1]}"
                  for m in (self._ext, self._wino) if m is not None]
@@ -175,21 +186,25 @@ class NumpyBackend(Backend):
             return super().maxpool_backward(dout, argmax, x_shape, ph, pw, stride)
         return self._ext.maxpool_backward(dout, argmax, x_shape, ph, pw, stride)
 
-    def rows_to_nchw(self, rows, bias, out):
-        """The fast convolution's GEMM rows (F, N*Ho*Wo) + bias -> out (N, F, Ho, Wo)."""
+    def rows_to_nchw(self, rows, bias, out, q=1):
+        """The fast convolution's GEMM rows (q*F, N*(Ho/q)*Wo) + bias -> out (N, F, Ho, Wo);
+        all float32 or all float64, C-contiguous."""
         if self._ext is not None:
-            return self._ext.rows_to_nchw(rows, bias, out)
-        out[...] = reference.rows_to_nchw(np, rows, bias, out.shape)
+            return self._ext.rows_to_nchw(rows, bias, out, q)
+        out[...] = reference.rows_to_nchw(np, rows, bias, out.shape, q)
         return out
 
-    def nchw_to_rows(self, dout, out):
-        """dout (N, F, Ho, Wo) -> out (F, N*Ho*Wo), the layout `rows_to_nchw` reads."""
+    def nchw_to_rows(self, dout, out, q=1):
+        """dout (N, F, Ho, Wo) -> out (q*F, N*(Ho/q)*Wo), the layout `rows_to_nchw` reads;
+        one float dtype, C-contiguous."""
         if self._ext is not None:
-            return self._ext.nchw_to_rows(dout, out)
-        out[...] = reference.nchw_to_rows(np, dout)
+            return self._ext.nchw_to_rows(dout, out, q)
+        out[...] = reference.nchw_to_rows(np, dout, q)
         return out
 
     # -- Winograd F(2x2, 3x3) tile transforms (see kernels/reference.py), into `out` ---------
+    # Arrays are C-contiguous and share one dtype, float32 or float64. The pure-NumPy versions
+    # build their result first and copy it into `out` (the layers' memory budget allows for it).
     def winograd_input(self, x, pad, out):
         """x (N, C, H, W) -> out (16, C, N*th*tw)."""
         if self._wino is not None:
@@ -252,9 +267,9 @@ def _stale_reason(ext, module):
     source = Path(__file__).parent / "kernels" / f"{module.lstrip('_')}.pyx"
     if not source.exists():  # an install without sources: nothing to compare
         return None
-    expected = hashlib.sha256(source.read_bytes()).hexdigest()
-    if getattr(ext, "SOURCE_SHA256", None) == expected:
-        return None
+    built_from = getattr(ext, "SOURCE_SHA256", None)  # None: built before hashes were recorded
+    if built_from == "" or built_from == hashlib.sha256(source.read_bytes()).hexdigest():
+        return None  # "": built without setup.py (e.g. cythonize -i), source unknown
     return (f"dualnet.kernels.{module} was built from another version of {source.name} "
             f"(rebuild it: pip install -e .)")
 

@@ -5,14 +5,15 @@
 Built as `dualnet.kernels._im2col`. The layouts are those of `dualnet/kernels/reference.py`
 (the spec), so `NumpyBackend` can swap one for the other:
 
-- `im2col(x (N, C, H, W), HH, WW, pad, stride) -> cols (N, C*HH*WW, Ho*Wo)`, rows (c, hh, ww).
+- `im2col(x (N, C, H, W), HH, WW, pad, stride) -> cols (N, C*HH*WW, Ho*Wo)`, rows (c, hh, ww);
+  `stride` an int or a (rows, columns) pair, here and in col2im.
 - `col2im(cols, x_shape, HH, WW, pad, stride) -> dx (N, C, H, W)`, overlaps summed.
 - `maxpool_forward(x, ph, pw, stride) -> out, argmax (N, C, Ho, Wo)`, argmax int64 into the
   (H, W) plane, first maximum on ties (and the first NaN, like `numpy.argmax`).
 - `maxpool_backward(dout, argmax, x_shape, ph, pw, stride) -> dx (N, C, H, W)`.
 - `avgpool_forward/avgpool_backward` likewise, without argmax.
-- `rows_to_nchw(rows, bias, out)` / `nchw_to_rows(dout, rows)`: the fast convolution's GEMM
-  rows (F, N*Ho*Wo) to NCHW (N, F, Ho, Wo) plus bias, and back.
+- `rows_to_nchw(rows, bias, out, q)` / `nchw_to_rows(dout, rows, q)`: the fast convolution's
+  GEMM rows (q*F, N*(Ho/q)*Wo) to NCHW (N, F, Ho, Wo) plus bias, and back.
 
 Every kernel works on whole (n, c) planes, one plane per loop iteration, and those iterations
 run in parallel under OpenMP when the extension was built with it. Sums into one plane happen
@@ -90,7 +91,8 @@ def _check_geometry(size, window, pad, stride, what):
 # -- im2col / col2im -----------------------------------------------------------------------
 cdef void _im2col_plane(const floating *x, floating *cols, Py_ssize_t rs, Py_ssize_t H,
                         Py_ssize_t W, Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad,
-                        Py_ssize_t stride, Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t Ho,
+                        Py_ssize_t Wo) noexcept nogil:
     """One (H, W) plane -> its HH*WW rows of Ho*Wo columns, `rs` elements apart, padding zeros.
 
     Stride 1 with "same" width (Wo == W): a window offset shifts the whole plane by a constant
@@ -101,11 +103,11 @@ cdef void _im2col_plane(const floating *x, floating *cols, Py_ssize_t rs, Py_ssi
     cdef Py_ssize_t i, j, ho, wo, h, wo_lo, wo_hi, ho_lo, ho_hi, shift, k_lo, k_hi
     cdef const floating *src
     cdef floating *dst
-    cdef bint block = stride == 1 and Wo == W
+    cdef bint block = sh == 1 and sw == 1 and Wo == W
     for i in range(HH):
-        _valid_range(i - pad, H, Ho, stride, &ho_lo, &ho_hi)
+        _valid_range(i - pad, H, Ho, sh, &ho_lo, &ho_hi)
         for j in range(WW):
-            _valid_range(j - pad, W, Wo, stride, &wo_lo, &wo_hi)
+            _valid_range(j - pad, W, Wo, sw, &wo_lo, &wo_hi)
             dst = cols + (i * WW + j) * rs
             if ho_lo >= ho_hi or wo_lo >= wo_hi:
                 memset(dst, 0, Ho * Wo * sizeof(floating))
@@ -127,24 +129,25 @@ cdef void _im2col_plane(const floating *x, floating *cols, Py_ssize_t rs, Py_ssi
                         dst[ho * Wo + wo] = 0
                 continue
             for ho in range(ho_lo, ho_hi):
-                h = ho * stride + i - pad
-                # columns wo map to input w = wo*stride + j - pad
+                h = ho * sh + i - pad
+                # columns wo map to input w = wo*sw + j - pad
                 src = x + h * W + j - pad
                 if wo_lo > 0:
                     memset(dst + ho * Wo, 0, wo_lo * sizeof(floating))
-                if stride == 1:
+                if sw == 1:
                     memcpy(dst + ho * Wo + wo_lo, src + wo_lo,
                            (wo_hi - wo_lo) * sizeof(floating))
                 else:
                     for wo in range(wo_lo, wo_hi):
-                        dst[ho * Wo + wo] = src[wo * stride]
+                        dst[ho * Wo + wo] = src[wo * sw]
                 if wo_hi < Wo:
                     memset(dst + ho * Wo + wo_hi, 0, (Wo - wo_hi) * sizeof(floating))
 
 
 cdef void _col2im_plane(const floating *cols, floating *dx, Py_ssize_t rs, Py_ssize_t H,
                         Py_ssize_t W, Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad,
-                        Py_ssize_t stride, Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t Ho,
+                        Py_ssize_t Wo) noexcept nogil:
     """Adjoint of `_im2col_plane`: sums the HH*WW rows back into one zeroed (H, W) plane.
 
     Window offsets are visited in (i, j) order, the reference's order, so each dx element
@@ -155,52 +158,62 @@ cdef void _col2im_plane(const floating *cols, floating *dx, Py_ssize_t rs, Py_ss
     cdef floating *dst
     memset(dx, 0, H * W * sizeof(floating))
     for i in range(HH):
-        _valid_range(i - pad, H, Ho, stride, &ho_lo, &ho_hi)
+        _valid_range(i - pad, H, Ho, sh, &ho_lo, &ho_hi)
         for j in range(WW):
-            _valid_range(j - pad, W, Wo, stride, &wo_lo, &wo_hi)
+            _valid_range(j - pad, W, Wo, sw, &wo_lo, &wo_hi)
             for ho in range(ho_lo, ho_hi):
-                h = ho * stride + i - pad
+                h = ho * sh + i - pad
                 src = cols + (i * WW + j) * rs + ho * Wo
                 dst = dx + h * W + j - pad
-                if stride == 1:  # a separate loop the compiler can vectorize
+                if sw == 1:  # a separate loop the compiler can vectorize
                     for wo in range(wo_lo, wo_hi):
                         dst[wo] += src[wo]
                 else:
                     for wo in range(wo_lo, wo_hi):
-                        dst[wo * stride] += src[wo]
+                        dst[wo * sw] += src[wo]
 
 
 def _im2col_fused(const floating[:, :, :, ::1] x, floating[:, :, :] cols,
-                  Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad, Py_ssize_t stride):
+                  Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad, Py_ssize_t sh,
+                  Py_ssize_t sw):
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t Ho = _out_size(H, HH, pad, stride), Wo = _out_size(W, WW, pad, stride)
+    cdef Py_ssize_t Ho = _out_size(H, HH, pad, sh), Wo = _out_size(W, WW, pad, sw)
     cdef Py_ssize_t rs = cols.strides[1] // sizeof(floating)
     cdef Py_ssize_t plane, n, c
     for plane in prange(N * C, nogil=True, schedule="static"):
         n = plane // C
         c = plane % C
         _im2col_plane(&x[n, c, 0, 0], &cols[n, c * HH * WW, 0], rs, H, W, HH, WW, pad,
-                      stride, Ho, Wo)
+                      sh, sw, Ho, Wo)
 
 
 def _col2im_fused(const floating[:, :, :] cols, floating[:, :, :, ::1] dx,
-                  Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad, Py_ssize_t stride):
+                  Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad, Py_ssize_t sh,
+                  Py_ssize_t sw):
     cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
-    cdef Py_ssize_t Ho = _out_size(H, HH, pad, stride), Wo = _out_size(W, WW, pad, stride)
+    cdef Py_ssize_t Ho = _out_size(H, HH, pad, sh), Wo = _out_size(W, WW, pad, sw)
     cdef Py_ssize_t rs = cols.strides[1] // sizeof(floating)
     cdef Py_ssize_t plane, n, c
     for plane in prange(N * C, nogil=True, schedule="static"):
         n = plane // C
         c = plane % C
         _col2im_plane(&cols[n, c * HH * WW, 0], &dx[n, c, 0, 0], rs, H, W, HH, WW, pad,
-                      stride, Ho, Wo)
+                      sh, sw, Ho, Wo)
+
+
+def _strides(stride):
+    """An int (both axes) or a (rows, columns) pair -> (sh, sw)."""
+    if isinstance(stride, tuple):
+        return int(stride[0]), int(stride[1])
+    return int(stride), int(stride)
 
 
 def _window_shape(x_shape, HH, WW, pad, stride, layer):
     N, C, H, W = (int(s) for s in x_shape)
-    _check_geometry(H, HH, pad, stride, f"{layer} height")
-    _check_geometry(W, WW, pad, stride, f"{layer} width")
-    return N, C, H, W, _out_size(H, HH, pad, stride), _out_size(W, WW, pad, stride)
+    sh, sw = _strides(stride)
+    _check_geometry(H, HH, pad, sh, f"{layer} height")
+    _check_geometry(W, WW, pad, sw, f"{layer} width")
+    return N, C, H, W, _out_size(H, HH, pad, sh), _out_size(W, WW, pad, sw)
 
 
 def _check_cols(name, cols, shape, dtype):
@@ -218,10 +231,11 @@ def _check_cols(name, cols, shape, dtype):
 def im2col(x, HH, WW, pad, stride, out=None):
     """x (N, C, H, W) -> cols (N, C*HH*WW, Ho*Wo) in x's dtype.
 
-    Row c*HH*WW + i*WW + j, column ho*Wo + wo holds x[n, c, ho*stride + i - pad,
-    wo*stride + j - pad] (zero outside the input). Returned C-contiguous, or written into
-    `out`: an array of that shape and dtype whose last axis is contiguous (its first two axes
-    may have any strides, e.g. a transposed view of a (C*HH*WW, N, Ho*Wo) buffer).
+    Row c*HH*WW + i*WW + j, column ho*Wo + wo holds x[n, c, ho*sh + i - pad, wo*sw + j - pad]
+    (zero outside the input), `stride` being an int (sh = sw) or a pair (sh, sw). Returned
+    C-contiguous, or written into `out`: an array of that shape and dtype whose last axis is
+    contiguous (its first two axes may have any strides, e.g. a transposed view of a
+    (C*HH*WW, N, Ho*Wo) buffer).
     """
     _check("im2col: x", x, 4)
     N, C, H, W, Ho, Wo = _window_shape(x.shape, HH, WW, pad, stride, "im2col")
@@ -231,7 +245,7 @@ def im2col(x, HH, WW, pad, stride, out=None):
     else:
         _check_cols("im2col: out", out, shape, x.dtype)
     if out.size:
-        _im2col_fused(x, out, HH, WW, pad, stride)
+        _im2col_fused(x, out, HH, WW, pad, *_strides(stride))
     return out
 
 
@@ -258,17 +272,18 @@ def col2im(cols, x_shape, HH, WW, pad, stride, out=None):
             raise ValueError(f"col2im: out must be a {cols.dtype} array of shape "
                              f"{(N, C, H, W)}, got {out.dtype} {out.shape}")
     if out.size:
-        _col2im_fused(cols, out, HH, WW, pad, stride)
+        _col2im_fused(cols, out, HH, WW, pad, *_strides(stride))
     return out
 
 
 # -- GEMM rows <-> NCHW ---------------------------------------------------------------------
-# The fast convolution's GEMMs hold a chunk's outputs as rows: (F, N*Ho*Wo), row f holding
-# filter f's output planes one sample after another.
+# The fast convolution's GEMMs hold a chunk's outputs as rows: (q*F, N*(Ho/q)*Wo), row s*F + f
+# holding filter f's output rows q*hp + s (hp = 0 .. Ho/q - 1) one sample after another; q is
+# 1, or 2 when the host convolution computes vertical output pairs (`layers/conv_host.py`).
 def _rows_to_nchw_fused(const floating[:, ::1] rows, const floating[::1] bias,
-                        floating[:, :, :, ::1] out):
-    cdef Py_ssize_t N = out.shape[0], F = out.shape[1], P = out.shape[2] * out.shape[3]
-    cdef Py_ssize_t plane, n, f, k
+                        floating[:, :, :, ::1] out, Py_ssize_t q):
+    cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
+    cdef Py_ssize_t P = (Ho // q) * Wo, plane, n, f, s, hp, k
     cdef const floating *src
     cdef floating *dst
     cdef floating bf
@@ -276,48 +291,57 @@ def _rows_to_nchw_fused(const floating[:, ::1] rows, const floating[::1] bias,
         n = plane // F
         f = plane % F
         bf = bias[f]
-        src = &rows[f, n * P]
-        dst = &out[n, f, 0, 0]
-        for k in range(P):
-            dst[k] = src[k] + bf
+        for s in range(q):
+            src = &rows[s * F + f, n * P]
+            for hp in range(Ho // q):
+                dst = &out[n, f, hp * q + s, 0]
+                for k in range(Wo):
+                    dst[k] = src[hp * Wo + k] + bf
 
 
-def _nchw_to_rows_fused(const floating[:, :, :, ::1] dout, floating[:, ::1] rows):
-    cdef Py_ssize_t N = dout.shape[0], F = dout.shape[1], P = dout.shape[2] * dout.shape[3]
-    cdef Py_ssize_t plane, n, f
+def _nchw_to_rows_fused(const floating[:, :, :, ::1] dout, floating[:, ::1] rows,
+                        Py_ssize_t q):
+    cdef Py_ssize_t N = dout.shape[0], F = dout.shape[1], Ho = dout.shape[2]
+    cdef Py_ssize_t Wo = dout.shape[3], P = (Ho // q) * Wo, plane, n, f, s, hp
     for plane in prange(N * F, nogil=True, schedule="static"):
         n = plane // F
         f = plane % F
-        memcpy(&rows[f, n * P], &dout[n, f, 0, 0], P * sizeof(floating))
+        for s in range(q):
+            for hp in range(Ho // q):
+                memcpy(&rows[s * F + f, n * P + hp * Wo], &dout[n, f, hp * q + s, 0],
+                       Wo * sizeof(floating))
 
 
-def _check_rows(name, rows, nchw):
+def _check_rows(name, rows, nchw, q):
     _check(name, rows, 2)
     N, F, Ho, Wo = nchw.shape
-    if rows.shape != (F, N * Ho * Wo) or rows.dtype != nchw.dtype:
-        raise ValueError(f"{name} must be a {nchw.dtype} array of shape {(F, N * Ho * Wo)}, "
+    if q < 1 or Ho % q:
+        raise ValueError(f"{name}: Ho={Ho} is not a multiple of q={q}")
+    shape = (q * F, N * (Ho // q) * Wo)
+    if rows.shape != shape or rows.dtype != nchw.dtype:
+        raise ValueError(f"{name} must be a {nchw.dtype} array of shape {shape}, "
                          f"got {rows.dtype} {rows.shape}")
 
 
-def rows_to_nchw(rows, bias, out):
-    """GEMM rows (F, N*Ho*Wo) plus bias (F,) -> out (N, F, Ho, Wo), in place; returns out."""
+def rows_to_nchw(rows, bias, out, q=1):
+    """GEMM rows (q*F, N*(Ho/q)*Wo) plus bias (F,) -> out (N, F, Ho, Wo), in place."""
     _check("rows_to_nchw: out", out, 4)
-    _check_rows("rows_to_nchw: rows", rows, out)
+    _check_rows("rows_to_nchw: rows", rows, out, q)
     _check("rows_to_nchw: bias", bias, 1)
     if bias.shape != (out.shape[1],) or bias.dtype != out.dtype:
         raise ValueError(f"rows_to_nchw: bias must be a {out.dtype} array of shape "
                          f"{(out.shape[1],)}, got {bias.dtype} {bias.shape}")
     if out.size:
-        _rows_to_nchw_fused(rows, bias, out)
+        _rows_to_nchw_fused(rows, bias, out, q)
     return out
 
 
-def nchw_to_rows(dout, rows):
-    """dout (N, F, Ho, Wo) -> rows (F, N*Ho*Wo), in place; returns rows."""
+def nchw_to_rows(dout, rows, q=1):
+    """dout (N, F, Ho, Wo) -> rows (q*F, N*(Ho/q)*Wo), in place; returns rows."""
     _check("nchw_to_rows: dout", dout, 4)
-    _check_rows("nchw_to_rows: rows", rows, dout)
+    _check_rows("nchw_to_rows: rows", rows, dout, q)
     if dout.size:
-        _nchw_to_rows_fused(dout, rows)
+        _nchw_to_rows_fused(dout, rows, q)
     return rows
 
 

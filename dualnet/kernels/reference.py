@@ -13,15 +13,24 @@ def _out_size(size, window, pad, stride):
     return (size + 2 * pad - window) // stride + 1
 
 
+def _strides(stride):
+    """An int (both axes) or a (rows, columns) pair -> (sh, sw)."""
+    return (stride, stride) if isinstance(stride, int) else tuple(stride)
+
+
 def im2col(xp, x, HH, WW, pad, stride):
-    """x (N, C, H, W) -> cols (N, C*HH*WW, Ho*Wo), rows ordered (c, hh, ww)."""
+    """x (N, C, H, W) -> cols (N, C*HH*WW, Ho*Wo), rows ordered (c, hh, ww).
+
+    `stride`: an int, or a (rows, columns) pair.
+    """
     N, C, H, W = x.shape
-    Ho, Wo = _out_size(H, HH, pad, stride), _out_size(W, WW, pad, stride)
+    sh, sw = _strides(stride)
+    Ho, Wo = _out_size(H, HH, pad, sh), _out_size(W, WW, pad, sw)
     x_pad = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
     cols = xp.empty((N, C, HH, WW, Ho, Wo), dtype=x.dtype)
     for i in range(HH):
         for j in range(WW):
-            cols[:, :, i, j] = x_pad[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride]
+            cols[:, :, i, j] = x_pad[:, :, i:i + sh * Ho:sh, j:j + sw * Wo:sw]
     return cols.reshape(N, C * HH * WW, Ho * Wo)
 
 
@@ -31,27 +40,34 @@ def col2im(xp, cols, x_shape, HH, WW, pad, stride):
     The sum runs over window offsets in a fixed order, so results are deterministic.
     """
     N, C, H, W = x_shape
-    Ho, Wo = _out_size(H, HH, pad, stride), _out_size(W, WW, pad, stride)
+    sh, sw = _strides(stride)
+    Ho, Wo = _out_size(H, HH, pad, sh), _out_size(W, WW, pad, sw)
     cols = cols.reshape(N, C, HH, WW, Ho, Wo)
     dx_pad = xp.zeros((N, C, H + 2 * pad, W + 2 * pad), dtype=cols.dtype)
     for i in range(HH):
         for j in range(WW):
-            dx_pad[:, :, i:i + stride * Ho:stride, j:j + stride * Wo:stride] += cols[:, :, i, j]
+            dx_pad[:, :, i:i + sh * Ho:sh, j:j + sw * Wo:sw] += cols[:, :, i, j]
     if pad:
         return xp.ascontiguousarray(dx_pad[:, :, pad:pad + H, pad:pad + W])
     return dx_pad
 
 
-def rows_to_nchw(xp, rows, bias, out_shape):
-    """The fast convolution's GEMM result (F, N*Ho*Wo) plus bias (F,) -> (N, F, Ho, Wo)."""
+def rows_to_nchw(xp, rows, bias, out_shape, q=1):
+    """The fast convolution's GEMM rows (q*F, N*(Ho/q)*Wo) plus bias (F,) -> (N, F, Ho, Wo).
+
+    Row s*F + f, column (n, hp, wo) holds output (n, f, q*hp + s, wo): q = 1, or 2 when the
+    host convolution computes vertical output pairs.
+    """
     N, F, Ho, Wo = out_shape
-    return rows.reshape(F, N, Ho, Wo).transpose(1, 0, 2, 3) + bias[:, None, None]
+    nchw = rows.reshape(q, F, N, Ho // q, Wo).transpose(2, 1, 3, 0, 4).reshape(out_shape)
+    return nchw + bias[:, None, None]
 
 
-def nchw_to_rows(xp, dout):
-    """The inverse layout change of `rows_to_nchw` (no bias): (N, F, Ho, Wo) -> (F, N*Ho*Wo)."""
+def nchw_to_rows(xp, dout, q=1):
+    """The inverse layout change of `rows_to_nchw` (no bias): (N, F, Ho, Wo) -> rows."""
     N, F, Ho, Wo = dout.shape
-    return xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(F, N * Ho * Wo)
+    rows = dout.reshape(N, F, Ho // q, q, Wo).transpose(3, 1, 0, 2, 4)
+    return xp.ascontiguousarray(rows).reshape(q * F, N * (Ho // q) * Wo)
 
 
 def _windows(xp, x, ph, pw, stride):

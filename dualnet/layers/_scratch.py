@@ -1,9 +1,11 @@
-"""Reusable host scratch buffers for the fast convolutions.
+"""Reusable host scratch memory for the fast convolutions.
 
 Fresh large numpy arrays are mmapped and fault their pages in on every call, which cost about
-as much as the copies themselves; the host paths therefore reuse one buffer per role and
-thread. Their total is bounded by the convolution memory budget: a chunk's scratch is sized
-by it, and `conv.set_memory_budget` drops them (`release`).
+as much as the copies themselves; the host paths therefore take their scratch arrays (patches
+or transform coefficients, GEMM results, their gradients) as views into one buffer per thread
+that lives from call to call. It grows to the largest request, and a request is one chunk's
+scratch, which the convolution memory budget bounds, so that is also what stays held;
+`conv.set_memory_budget` drops it (`release`).
 """
 
 from __future__ import annotations
@@ -11,25 +13,37 @@ from __future__ import annotations
 import math
 import threading
 
+_ALIGN = 64  # bytes: each view starts on a cache line
 _scratch = threading.local()
 
 
-def buffer(be, role, shape, dtype):
-    """A reusable, uninitialized host array of `shape` for `role` ('cols', 'dcols', ...)."""
-    bufs = getattr(_scratch, "bufs", None)
-    if bufs is None:
-        bufs = _scratch.bufs = {}
+def arrays(be, dtype, *shapes):
+    """Uninitialized host arrays of `shapes` and `dtype`, as views into this thread's buffer.
+
+    The views do not overlap each other; they stay valid until the next call.
+    """
     dtype = be.xp.dtype(dtype)
-    nbytes = math.prod(shape) * dtype.itemsize
-    buf = bufs.get(role)
-    if buf is None or buf.nbytes < nbytes:
-        bufs.pop(role, None)
+    offsets, total = [], 0
+    for shape in shapes:
+        offsets.append(total)
+        total += -(-math.prod(shape) * dtype.itemsize // _ALIGN) * _ALIGN
+    buf = getattr(_scratch, "buf", None)
+    if buf is None or buf.nbytes < total + _ALIGN:
+        _scratch.buf = None
         del buf  # release the smaller buffer before the larger one is made
-        buf = bufs[role] = be.xp.empty(nbytes, dtype=be.xp.uint8)
-    return buf[:nbytes].view(dtype).reshape(shape)
+        # over-allocate by one line so the views can start on a line boundary
+        _scratch.buf = buf = be.xp.empty(total + _ALIGN, dtype=be.xp.uint8)
+    start = -buf.ctypes.data % _ALIGN
+    return [buf[start + o:start + o + math.prod(s) * dtype.itemsize].view(dtype).reshape(s)
+            for o, s in zip(offsets, shapes, strict=True)]
+
+
+def held() -> int:
+    """Bytes this thread holds for scratch."""
+    buf = getattr(_scratch, "buf", None)
+    return 0 if buf is None else buf.nbytes
 
 
 def release():
-    """Drop every buffer of this thread."""
-    if getattr(_scratch, "bufs", None):
-        _scratch.bufs.clear()
+    """Drop this thread's buffer."""
+    _scratch.buf = None

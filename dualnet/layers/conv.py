@@ -1,24 +1,27 @@
 """2-D convolution (NCHW): a naive loop reference and a fast version.
 
-The fast layers pick an algorithm per call (`set_algorithm` overrides the choice):
+The fast layers pick an algorithm per call (`set_algorithm` overrides the choice; the cache
+records the one taken):
 
-- 'winograd' (numpy backend, 3x3 filters, stride 1, enough channels): Winograd's F(2x2, 3x3),
+- 'winograd' (numpy backend; 3x3 filters, stride 1, enough channels): Winograd's F(2x2, 3x3),
   16 multiplies per 2x2 output tile instead of 36 (`winograd.py`);
-- 'host' (numpy backend, other shapes): im2col + GEMM into reused buffers (`conv_host.py`);
-- 'portable' (cupy, cuda-emu): im2col + batched GEMM per chunk, below.
+- 'im2col', 'im2col-pairs' (numpy backend, other shapes): im2col + GEMM into reused buffers,
+  the latter computing two outputs per patch column for few-filter layers (`conv_host.py`);
+- 'im2col-portable' (cupy, cuda-emu): im2col + batched GEMM per chunk, below.
 All give the naive layer's values to float rounding (the tests compare them).
 
 Shapes: x (N, C, H, W), w (F, C, HH, WW), b (F,), out (N, F, Ho, Wo) with
 Ho = (H + 2*pad - HH) / stride + 1 (must be an integer; likewise Wo).
 
-Memory: the fast layers unfold the input into im2col patches, C*HH*WW times the size of
-the output planes, so they work through the batch in chunks. The scratch memory they hold at
-once (patches, patch gradients, partial results; not the arrays they return) stays under a
-budget: `DEFAULT_MEMORY_BUDGET` (256 MiB), or the `DUALNET_CONV_MEMORY_BUDGET`
-environment variable (bytes) read at import, or `set_memory_budget(nbytes)`. The backward pass
-recomputes each chunk's patches rather than keeping them from the forward pass. On the numpy
-backend the chunk's scratch lives in per-thread buffers reused from call to call (`_scratch`:
-sized by the budget, dropped by `set_memory_budget`).
+Memory: im2col patches are C*HH*WW times the size of the output planes (Winograd's transform
+coefficients about 4 times the input), so the fast layers work through the batch in chunks.
+The scratch memory one call holds at once (patches or coefficients, their gradients, GEMM
+results; not the arrays it returns) stays under a budget: `DEFAULT_MEMORY_BUDGET` (256 MiB),
+or the `DUALNET_CONV_MEMORY_BUDGET` environment variable (bytes) read at import, or
+`set_memory_budget(nbytes)`. The backward pass recomputes each chunk's patches rather than
+keeping them from the forward pass. On the numpy backend the chunk's scratch lives in
+per-thread buffers reused from call to call (`_scratch`: sized by the budget, dropped by
+`set_memory_budget`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ DEFAULT_MEMORY_BUDGET = 256 * 2**20
 # chunks are not: its GEMMs are thin (inner dimension C), and they lose more speed on small
 # chunks than the transforms gain from the cache (measured on conv (c) of bench/).
 _HOST_CHUNK_BYTES = 8 * 2**20
+
+# The pure-NumPy kernels hold up to two more scratch-sized temporaries (a padded or stacked
+# copy of their input, their result) beside the buffer they fill.
+_REFERENCE_OVERHEAD = 3
 
 _memory_budget = int(os.environ.get("DUALNET_CONV_MEMORY_BUDGET", DEFAULT_MEMORY_BUDGET))
 _algorithms = "auto"
@@ -143,10 +150,10 @@ def conv_backward_naive(dout, cache):
     return xp.ascontiguousarray(dx), dw, db
 
 
-def _chunks(be, N, sample_bytes, cache_sized=True):
-    """Batch slices holding at most the budget's worth of `sample_bytes` each (and, with
-    `cache_sized` on host backends, at most `_HOST_CHUNK_BYTES`)."""
-    limit = _memory_budget
+def _chunks(be, N, sample_bytes, fixed_bytes=0, cache_sized=True):
+    """Batch slices whose scratch, `sample_bytes` per sample plus `fixed_bytes` per call, fits
+    the budget (and, with `cache_sized` on host backends, `_HOST_CHUNK_BYTES`)."""
+    limit = _memory_budget - fixed_bytes
     if be.host and cache_sized:
         limit = min(limit, _HOST_CHUNK_BYTES)
     step = max(1, min(N, limit // max(1, sample_bytes)))
@@ -163,25 +170,31 @@ def _host_path(be):
     return getattr(be, "kernels_take_out", False)
 
 
-def _algorithm(be, w, stride, outputs):
-    """'winograd', 'host' or 'portable' (see the module docstring); outputs = N*Ho*Wo."""
+def _algorithm(be, w, stride, Ho, outputs):
+    """'winograd', 'im2col', 'im2col-pairs' or 'im2col-portable' (see the module docstring);
+    outputs = N*Ho*Wo."""
     if not _host_path(be):
-        return "portable"
+        return "im2col-portable"
     if _algorithms == "im2col":
-        return "host"
+        return "im2col"
     if stride == 1 and tuple(w.shape[2:]) == (3, 3) and (
-            _algorithms == "winograd" or _winograd_pays(w.shape[1], outputs)):
+            _algorithms == "winograd"
+            or (be.winograd_compiled and _winograd_pays(w.shape[1], outputs))):
         return "winograd"
-    return "host"
+    if _algorithms == "auto" and conv_host.outputs_per_column(
+            w.shape[0], w.shape[2], stride, Ho) == 2:
+        return "im2col-pairs"
+    return "im2col"
 
 
 def _winograd_pays(C, outputs):
     """Whether Winograd beats im2col for C input channels and N*Ho*Wo outputs per filter.
 
-    Its 16 GEMMs have inner dimension C: with few channels they run slowly and the
-    transforms dominate. `bench/conv_algorithms.py` measured (2-core EPYC, float32, fwd+bwd)
-    Winograd/im2col time ratios of 0.5-0.96 for C >= 64, 0.75-1.04 for C = 32 from 8192
-    outputs (1.0-1.16 below), 0.9-1.7 for C = 16 and about 2 for C = 3.
+    Its 16 GEMMs have inner dimension C: with few channels they run slowly and the transforms
+    dominate. `bench/conv_algorithms.py` measured (2-core EPYC, float32, fwd+bwd, compiled
+    transforms) Winograd/im2col time ratios of 0.5-0.96 for C >= 64, 0.75-1.04 for C = 32
+    from 8192 outputs (1.0-1.16 below), 0.9-1.7 for C = 16 and about 2 for C = 3. The
+    NumPy fallback transforms are slower still, so 'auto' asks only with compiled ones.
     """
     return C >= 64 or (C >= 32 and outputs >= 8192)
 
@@ -197,20 +210,28 @@ def conv_forward_fast(x, w, b, conv_param):
     b = xp.ascontiguousarray(b)
     N, C, H, W = x.shape
     F = w.shape[0]
-    algo = _algorithm(be, w, stride, N * Ho * Wo)
+    algo = _algorithm(be, w, stride, Ho, N * Ho * Wo)
+    q = 2 if algo == "im2col-pairs" else 1
     if algo == "winograd":
         sample_bytes = winograd.sample_bytes(C, F, H, W, pad, x.itemsize)
-    elif algo == "host":
-        sample_bytes = conv_host.sample_bytes(w, Ho, Wo, x.itemsize)
+        fixed_bytes = winograd.fixed_bytes(C, F, x.itemsize)
+        compiled = be.winograd_compiled
+    elif algo != "im2col-portable":
+        sample_bytes = conv_host.sample_bytes(w.shape, stride, Ho, Wo, q, x.itemsize)
+        fixed_bytes = conv_host.fixed_bytes(w.shape, stride, q, x.itemsize)
+        compiled = be.im2col_compiled
     else:  # patches, their gradient, dout, a share of dx and a dw term
         K, P = w[0].size, Ho * Wo
-        sample_bytes = (2 * K * P + x[0].size + F * K) * x.itemsize
-    parts = _chunks(be, N, sample_bytes, cache_sized=algo != "winograd")
+        sample_bytes, fixed_bytes = (2 * K * P + x[0].size + F * K) * x.itemsize, 0
+        compiled = True
+    if not compiled:  # pure-NumPy kernels build each result before copying it into scratch
+        sample_bytes *= _REFERENCE_OVERHEAD
+    parts = _chunks(be, N, sample_bytes, fixed_bytes, cache_sized=algo != "winograd")
     cache = (x, w, stride, pad, parts, algo)
     if algo == "winograd":
         return winograd.forward(be, x, w, b, pad, parts), cache
-    if algo == "host":
-        return conv_host.forward(be, x, w, b, stride, pad, parts, Ho, Wo), cache
+    if algo != "im2col-portable":
+        return conv_host.forward(be, x, w, b, stride, pad, parts, Ho, Wo, q), cache
     w2 = w.reshape(F, -1)
     HH, WW = w.shape[2:]
     out = xp.empty((N, F, Ho * Wo), dtype=x.dtype)
@@ -239,8 +260,9 @@ def conv_backward_fast(dout, cache, need_dx=True):
     if algo == "winograd":
         dx, dw = winograd.backward(be, dout, x, w, pad, parts, need_dx)
         return dx, dw, db
-    if algo == "host":
-        dx, dw = conv_host.backward(be, dout, x, w, stride, pad, parts, need_dx)
+    if algo != "im2col-portable":
+        q = 2 if algo == "im2col-pairs" else 1
+        dx, dw = conv_host.backward(be, dout, x, w, stride, pad, parts, q, need_dx)
         return dx, dw, db
     HH, WW = w.shape[2:]
     w2 = w.reshape(F, -1)

@@ -4,8 +4,17 @@ A chunk of n samples unfolds into patches laid out (K, n, P), K = C*HH*WW rows a
 columns per sample, so each pass is one large GEMM over n*P columns instead of n thin ones
 (BLAS runs much faster on one (F, K) x (K, n*P) product):
 
-    forward   rows = w (F, K) @ cols (K, n*P);  out = NCHW view of rows, + b (one kernel)
+    forward   rows = w (F, K) @ cols (K, n*P);  out = NCHW of rows, + b (one kernel)
     backward  rows = dout as (F, n*P);  dw += rows @ cols^T;  dx = col2im(w^T @ rows)
+
+Output pairs: with few filters the GEMM's short side is F, and BLAS runs a 32-row product
+at about two thirds of the speed of a 64-row one here (bench/: 62 vs 100 GFLOP/s for conv
+(b)'s shapes). Such layers compute two vertically adjacent outputs per patch column: the
+window grows by one stride (HH + S rows), patch rows step 2S, and the filter matrix stacks
+every filter twice, the second copy shifted down S rows, as (2F, C*(HH + S)*WW). The GEMM
+gets 2F rows and the patches shrink to (HH + S)/(2 HH) of their size, for (HH + S)/HH of
+the multiply-adds (8/7 for the course's 7x7 filters). Patch rows stay contiguous, so
+im2col keeps its block copies.
 
 Buffers come from `_scratch`; the caller sizes the chunks (`parts`) to the memory budget.
 """
@@ -14,59 +23,101 @@ from __future__ import annotations
 
 from . import _scratch
 
+#: Layers with at most this many filters compute output pairs (when the shape allows).
+PAIRS_MAX_FILTERS = 32
 
-def sample_bytes(w, Ho, Wo, itemsize):
+
+def outputs_per_column(F, HH, stride, Ho):
+    """2 (output pairs) where they pay, else 1: few filters, a window at least four strides
+    tall (the taller window adds at most a quarter of the work) and an even Ho."""
+    return 2 if F <= PAIRS_MAX_FILTERS and HH >= 4 * stride and Ho % 2 == 0 else 1
+
+
+def _geometry(w_shape, stride, Ho, Wo, q):
+    """(window height, (row, column) strides, K, P) of the patches, q outputs per column."""
+    F, C, HH, WW = w_shape
+    HHq = HH + (q - 1) * stride
+    return HHq, (q * stride, stride), C * HHq * WW, (Ho // q) * Wo
+
+
+def sample_bytes(w_shape, stride, Ho, Wo, q, itemsize):
     """Scratch bytes per sample: the backward pass holds patches, their gradient and dout."""
-    return (2 * w[0].size + w.shape[0]) * Ho * Wo * itemsize
+    _, _, K, P = _geometry(w_shape, stride, Ho, Wo, q)
+    return (2 * K + q * w_shape[0]) * P * itemsize
 
 
-def _patches(be, x_part, HH, WW, pad, stride, K, P):
-    """im2col of x_part (n, C, H, W) into the reused (K, n, P) scratch buffer; returns it."""
-    cols = _scratch.buffer(be, "cols", (K, x_part.shape[0], P), x_part.dtype)
-    be.im2col(x_part, HH, WW, pad, stride, out=cols.transpose(1, 0, 2))
-    return cols
+def fixed_bytes(w_shape, stride, q, itemsize):
+    """Bytes per call beside the per-sample scratch: the stacked filters, their gradient, its
+    per-chunk term and the folded result (each at most q*F*K), and the views' alignment."""
+    F, C, HH, WW = w_shape
+    K = C * (HH + (q - 1) * stride) * WW
+    return 4 * q * F * K * itemsize + 256
 
 
-def forward(be, x, w, b, stride, pad, parts, Ho, Wo):
+def _stacked_weights(xp, w, stride, q):
+    """w (F, C, HH, WW) -> (q*F, C*(HH + (q-1)*stride)*WW): copy s shifted down s strides."""
+    F, C, HH, WW = w.shape
+    if q == 1:
+        return w.reshape(F, -1)
+    wq = xp.zeros((q, F, C, HH + (q - 1) * stride, WW), dtype=w.dtype)
+    for s in range(q):
+        wq[s, :, :, s * stride:s * stride + HH] = w
+    return wq.reshape(q * F, -1)
+
+
+def _folded(dwq, w_shape, stride, q):
+    """Adjoint of `_stacked_weights`: (q*F, K) -> dw (F, C, HH, WW)."""
+    F, C, HH, WW = w_shape
+    if q == 1:
+        return dwq.reshape(w_shape)
+    dwq = dwq.reshape(q, F, C, HH + (q - 1) * stride, WW)
+    dw = dwq[0, :, :, :HH].copy()
+    for s in range(1, q):
+        dw += dwq[s, :, :, s * stride:s * stride + HH]
+    return dw
+
+
+def forward(be, x, w, b, stride, pad, parts, Ho, Wo, q=1):
     """x (N, C, H, W) C-contiguous, w (F, C, HH, WW), b (F,) -> out (N, F, Ho, Wo)."""
     xp = be.xp
-    F, _, HH, WW = w.shape
-    K, P = w[0].size, Ho * Wo
-    w2 = w.reshape(F, K)
+    F, WW = w.shape[0], w.shape[3]
+    HHq, strides, K, P = _geometry(w.shape, stride, Ho, Wo, q)
+    wq = _stacked_weights(xp, w, stride, q)
     out = xp.empty((x.shape[0], F, Ho, Wo), dtype=x.dtype)
     for part in parts:
         n = part.stop - part.start
-        cols = _patches(be, x[part], HH, WW, pad, stride, K, P)
-        rows = _scratch.buffer(be, "rows", (F, n * P), x.dtype)
-        xp.matmul(w2, cols.reshape(K, n * P), out=rows)
-        be.rows_to_nchw(rows, b, out[part])
+        cols, rows = _scratch.arrays(be, x.dtype, (K, n, P), (q * F, n * P))
+        be.im2col(x[part], HHq, WW, pad, strides, out=cols.transpose(1, 0, 2))
+        xp.matmul(wq, cols.reshape(K, n * P), out=rows)
+        be.rows_to_nchw(rows, b, out[part], q)
     return out
 
 
-def backward(be, dout, x, w, stride, pad, parts, need_dx=True):
+def backward(be, dout, x, w, stride, pad, parts, q=1, need_dx=True):
     """Gradients of `forward` for dout (N, F, Ho, Wo) C-contiguous: dx (or None), dw.
 
     Each chunk's patches are recomputed: rebuilt in cache, they cost less than kept ones
     coming back from main memory.
     """
     xp = be.xp
-    F, _, HH, WW = w.shape
-    K, P = w[0].size, dout.shape[2] * dout.shape[3]
-    w2 = w.reshape(F, K)
-    dw = xp.empty((F, K), dtype=x.dtype)
+    F, WW = w.shape[0], w.shape[3]
+    HHq, strides, K, P = _geometry(w.shape, stride, *dout.shape[2:], q)
+    wq = _stacked_weights(xp, w, stride, q)
+    dwq = xp.empty((q * F, K), dtype=x.dtype)
     dx = xp.empty_like(x) if need_dx else None
     for part in parts:
         n = part.stop - part.start
-        cols = _patches(be, x[part], HH, WW, pad, stride, K, P)
-        rows = be.nchw_to_rows(dout[part], _scratch.buffer(be, "rows", (F, n * P), x.dtype))
+        cols, rows, dcols = _scratch.arrays(be, x.dtype, (K, n, P), (q * F, n * P),
+                                            (K, n, P) if need_dx else (0,))
+        be.im2col(x[part], HHq, WW, pad, strides, out=cols.transpose(1, 0, 2))
+        be.nchw_to_rows(dout[part], rows, q)
         # dw += sum over the chunk of dout_n @ cols_n.T: one GEMM over n*P
         if part.start == 0:
-            xp.matmul(rows, cols.reshape(K, n * P).T, out=dw)
+            xp.matmul(rows, cols.reshape(K, n * P).T, out=dwq)
         else:
-            dw += xp.matmul(rows, cols.reshape(K, n * P).T)
+            dwq += xp.matmul(rows, cols.reshape(K, n * P).T)
         if need_dx:
-            dcols = _scratch.buffer(be, "dcols", (K, n, P), x.dtype)
-            xp.matmul(w2.T, rows, out=dcols.reshape(K, n * P))
-            be.col2im(dcols.transpose(1, 0, 2), x[part].shape, HH, WW, pad, stride,
+            xp.matmul(wq.T, rows, out=dcols.reshape(K, n * P))
+            be.col2im(dcols.transpose(1, 0, 2), x[part].shape, HHq, WW, pad, strides,
                       out=dx[part])
-    return dx, dw.reshape(w.shape)
+    return dx, _folded(dwq, w.shape, stride, q)

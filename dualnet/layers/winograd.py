@@ -10,9 +10,10 @@ and their layouts are specified in `dualnet/kernels/reference.py`). Per batch ch
                dU += dM[k] @ V[k]^T;  dV[k] = U[k]^T @ dM[k];  dx = adjoint input transform
 
 so the three GEMM passes of im2col + GEMM shrink to 16/36 of their work, and the patches
-(9x the input) become transform coefficients (4x the input). `conv_forward_fast` picks this
-path for 3x3 stride-1 filters on the numpy backend; the values match im2col + GEMM to float
-rounding (tests compare both with the naive layers).
+(9x the input) become transform coefficients (4x the input). `conv_forward_fast` takes this
+path for 3x3 stride-1 filters on the numpy backend where it pays (`conv._winograd_pays`: many
+input channels) or where `set_algorithm("winograd")` asks; the values match im2col + GEMM to
+float rounding (tests compare both with the naive layers).
 """
 
 from __future__ import annotations
@@ -27,8 +28,15 @@ def sample_bytes(C, F, H, W, pad, itemsize):
     return 16 * th * tw * (2 * C + F) * itemsize
 
 
+def fixed_bytes(C, F, itemsize):
+    """Bytes per call beside the per-sample scratch: U, dU and their transforms' temporaries
+    (each at most 16*F*C), and the views' alignment."""
+    return 8 * 16 * F * C * itemsize + 256
+
+
 def forward(be, x, w, b, pad, parts):
-    """x (N, C, H, W), w (F, C, 3, 3), b (F,) -> out (N, F, Ho, Wo); `parts`: batch slices."""
+    """x (N, C, H, W) C-contiguous, w (F, C, 3, 3), b (F,) contiguous, all one float dtype
+    -> out (N, F, Ho, Wo); `parts`: the batch slices of the chunks."""
     xp = be.xp
     N, C, H, W = x.shape
     F = w.shape[0]
@@ -37,15 +45,16 @@ def forward(be, x, w, b, pad, parts):
     out = xp.empty((N, F, H + 2 * pad - 2, W + 2 * pad - 2), dtype=x.dtype)
     for part in parts:
         T = (part.stop - part.start) * th * tw
-        V = be.winograd_input(x[part], pad, _scratch.buffer(be, "wino_v", (16, C, T), x.dtype))
-        M = _scratch.buffer(be, "wino_m", (16, F, T), x.dtype)
+        V, M = _scratch.arrays(be, x.dtype, (16, C, T), (16, F, T))
+        be.winograd_input(x[part], pad, V)
         xp.matmul(U, V, out=M)
         be.winograd_output(M, b, out[part])
     return out
 
 
 def backward(be, dout, x, w, pad, parts, need_dx=True):
-    """Gradients of `forward` for dout (N, F, Ho, Wo): dx (N, C, H, W) or None, dw (F, C, 3, 3).
+    """Gradients of `forward` for dout (N, F, Ho, Wo) C-contiguous: dx (N, C, H, W) or None,
+    dw (F, C, 3, 3), in x's dtype.
 
     The input transform is recomputed per chunk (it is cheap, and kept coefficients would come
     back from main memory); the bias gradient is the caller's.
@@ -59,15 +68,15 @@ def backward(be, dout, x, w, pad, parts, need_dx=True):
     dx = xp.empty_like(x) if need_dx else None
     for part in parts:
         T = (part.stop - part.start) * th * tw
-        V = be.winograd_input(x[part], pad, _scratch.buffer(be, "wino_v", (16, C, T), x.dtype))
-        dM = be.winograd_output_grad(dout[part],
-                                     _scratch.buffer(be, "wino_m", (16, F, T), x.dtype))
+        V, dM, dV = _scratch.arrays(be, x.dtype, (16, C, T), (16, F, T),
+                                    (16, C, T) if need_dx else (0,))
+        be.winograd_input(x[part], pad, V)
+        be.winograd_output_grad(dout[part], dM)
         if part.start == 0:
             xp.matmul(dM, V.transpose(0, 2, 1), out=dU)
         else:
             dU += xp.matmul(dM, V.transpose(0, 2, 1))
         if need_dx:
-            dV = _scratch.buffer(be, "wino_dv", (16, C, T), x.dtype)
             xp.matmul(U_t, dM, out=dV)
             be.winograd_input_grad(dV, pad, dx[part])
-    return dx, reference.winograd_filter_grad(xp, dU).astype(x.dtype, copy=False)
+    return dx, reference.winograd_filter_grad(xp, dU)

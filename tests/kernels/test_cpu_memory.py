@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from dualnet import backend
-from dualnet.layers import conv, conv_backward_fast, conv_backward_naive, conv_forward_fast
+from dualnet.layers import (
+    _scratch,
+    conv,
+    conv_backward_fast,
+    conv_backward_naive,
+    conv_forward_fast,
+)
 
 
 @pytest.fixture
@@ -32,7 +38,9 @@ def _warm_kernels():
 
 
 def _traced_peak(fn, *args, **kwargs):
-    """(result, peak bytes newly allocated while fn ran)."""
+    """(result, peak bytes newly allocated while fn ran), scratch buffers dropped first so
+    that the call's own scratch counts in full."""
+    _scratch.release()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
@@ -43,7 +51,7 @@ def _traced_peak(fn, *args, **kwargs):
     return result, peak
 
 
-@pytest.mark.parametrize("algorithm, expected", [("auto", "winograd"), ("im2col", "host")])
+@pytest.mark.parametrize("algorithm, expected", [("auto", "winograd"), ("im2col", "im2col")])
 def test_large_batch_conv_stays_within_the_default_budget(algorithm, expected):
     # 512x64x32x32 with 3x3 filters: the patches of the whole batch would take 1.2 GB (and
     # Winograd's transform coefficients 0.6 GB)
@@ -89,16 +97,54 @@ def test_results_do_not_depend_on_the_budget(budget, nbytes):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
 
-def test_budget_bounds_a_small_problem_too(budget):
-    # the whole batch's patches (4.7 MB) are well above this 1 MB budget
+@pytest.fixture(params=["cython", "fallback"])
+def numpy_kernels(request, monkeypatch):
+    """The numpy backend with its Cython kernels, or rebuilt without them."""
+    if request.param == "fallback":
+        monkeypatch.setenv("DUALNET_NO_EXTENSION", "1")
+        monkeypatch.setitem(backend._instances, "numpy", backend.NumpyBackend())
+    with backend.use("numpy"):
+        yield request.param
+
+
+# (algorithm to ask for, filter shape, pad, algorithm expected to run)
+SMALL_PROBLEMS = [("winograd", (8, 8, 3, 3), 1, "winograd"), ("im2col", (8, 8, 3, 3), 1, "im2col"),
+                  ("auto", (8, 8, 7, 7), 3, "im2col-pairs")]
+
+
+@pytest.mark.parametrize("algorithm, w_shape, pad, expected", SMALL_PROBLEMS)
+def test_budget_bounds_a_small_problem_too(budget, numpy_kernels, algorithm, w_shape, pad,
+                                           expected):
+    # the whole batch's scratch (several MB) is well above this 1 MB budget
     budget(1_000_000)
     x = np.random.default_rng(2).standard_normal((64, 8, 16, 16), dtype=np.float32)
-    w = np.ones((8, 8, 3, 3), dtype=np.float32)
+    w = np.ones(w_shape, dtype=np.float32)
     b = np.zeros(8, dtype=np.float32)
-    (out, cache), peak = _traced_peak(conv_forward_fast, x, w, b, {"stride": 1, "pad": 1})
+    old = conv.set_algorithm(algorithm)
+    try:
+        (out, cache), peak = _traced_peak(conv_forward_fast, x, w, b, {"stride": 1, "pad": pad})
+    finally:
+        conv.set_algorithm(old)
+    assert cache[-1] == expected and len(cache[4]) > 1
     assert peak - out.nbytes <= 1_000_000
     (dx, dw, db), peak = _traced_peak(conv_backward_fast, np.ones_like(out), cache)
     assert peak - dx.nbytes - dw.nbytes - db.nbytes <= 1_000_000
+
+
+def test_buffers_held_between_calls_stay_within_the_budget(budget):
+    """Both algorithms draw on the same buffers: what stays held is one chunk's scratch."""
+    budget(2_000_000)
+    x = np.random.default_rng(3).standard_normal((32, 64, 8, 8), dtype=np.float32)
+    for algorithm in ("winograd", "im2col"):
+        old = conv.set_algorithm(algorithm)
+        try:
+            out, cache = conv_forward_fast(x, np.ones((64, 64, 3, 3), np.float32),
+                                           np.zeros(64, np.float32), {"stride": 1, "pad": 1})
+        finally:
+            conv.set_algorithm(old)
+        conv_backward_fast(np.ones_like(out), cache)
+        assert cache[-1] == algorithm
+    assert 0 < _scratch.held() <= 2_000_000
 
 
 def test_first_layer_can_skip_the_input_gradient():

@@ -21,17 +21,20 @@ DTYPES = [np.float32, np.float64]
 
 
 @st.composite
-def windows(draw, max_pad=2):
-    """(x shape, window h, window w, pad, stride) whose windows tile the padded input exactly."""
-    stride = draw(st.integers(1, 3))
+def windows(draw, max_pad=2, stride_pairs=False):
+    """(x shape, window h, window w, pad, stride) whose windows tile the padded input exactly;
+    with `stride_pairs`, stride may be a (rows, columns) pair."""
+    sh = sw = draw(st.integers(1, 3))
+    if stride_pairs and draw(st.booleans()):
+        sw = draw(st.integers(1, 3))
     pad = draw(st.integers(0, max_pad))
     HH, WW = draw(st.integers(1, 4)), draw(st.integers(1, 4))
     Ho, Wo = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    H = (Ho - 1) * stride + HH - 2 * pad
-    W = (Wo - 1) * stride + WW - 2 * pad
+    H = (Ho - 1) * sh + HH - 2 * pad
+    W = (Wo - 1) * sw + WW - 2 * pad
     assume(H >= 1 and W >= 1)
     N, C = draw(st.integers(1, 3)), draw(st.integers(1, 4))
-    return (N, C, H, W), HH, WW, pad, stride
+    return (N, C, H, W), HH, WW, pad, (sh if sh == sw else (sh, sw))
 
 
 def _random(shape, dtype, seed):
@@ -40,7 +43,7 @@ def _random(shape, dtype, seed):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @settings(max_examples=40, deadline=None)
-@given(geom=windows(), seed=st.integers(0, 2**16))
+@given(geom=windows(stride_pairs=True), seed=st.integers(0, 2**16))
 def test_im2col_col2im_equal_reference(dtype, geom, seed):
     x_shape, HH, WW, pad, stride = geom
     x = _random(x_shape, dtype, seed)
@@ -56,7 +59,7 @@ def test_im2col_col2im_equal_reference(dtype, geom, seed):
 
 
 @settings(max_examples=30, deadline=None)
-@given(geom=windows(), seed=st.integers(0, 2**16))
+@given(geom=windows(stride_pairs=True), seed=st.integers(0, 2**16))
 def test_col2im_is_the_adjoint_of_im2col(geom, seed):
     # <im2col(x), g> == <x, col2im(g)> holds for the true adjoint, whatever the reference says
     x_shape, HH, WW, pad, stride = geom
@@ -132,24 +135,31 @@ def test_maxpool_2x2_stride_2_path_equals_reference(dtype, seed):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_gemm_rows_to_nchw_and_back_equal_reference(dtype):
+@pytest.mark.parametrize("q", [1, 2])
+def test_gemm_rows_to_nchw_and_back_equal_reference(dtype, q):
     rng = np.random.default_rng(5)
-    N, F, Ho, Wo = 3, 4, 5, 7
-    rows = rng.standard_normal((F, N * Ho * Wo)).astype(dtype)
+    N, F, Ho, Wo = 3, 4, 6, 7
+    rows = rng.standard_normal((q * F, N * Ho * Wo // q)).astype(dtype)
     bias = rng.standard_normal(F).astype(dtype)
     out = np.full((N, F, Ho, Wo), np.nan, dtype)
-    assert cy.rows_to_nchw(rows, bias, out) is out
-    np.testing.assert_array_equal(out, reference.rows_to_nchw(np, rows, bias, out.shape))
-    np.testing.assert_array_equal(out[1, 2], rows[2, Ho * Wo:2 * Ho * Wo].reshape(Ho, Wo) + bias[2])
+    assert cy.rows_to_nchw(rows, bias, out, q) is out
+    np.testing.assert_array_equal(out, reference.rows_to_nchw(np, rows, bias, out.shape, q))
+    # sample 1, filter 2, copy q-1: its output rows q*hp + q-1
+    P = Ho * Wo // q
+    np.testing.assert_array_equal(out[1, 2, q - 1::q],
+                                  rows[(q - 1) * F + 2, P:2 * P].reshape(Ho // q, Wo) + bias[2])
     back = np.full_like(rows, np.nan)
-    cy.nchw_to_rows(out, back)
-    np.testing.assert_array_equal(back, reference.nchw_to_rows(np, out))
+    cy.nchw_to_rows(out - bias[:, None, None], back, q)
+    np.testing.assert_allclose(back, rows, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(back, reference.nchw_to_rows(np, out - bias[:, None, None], q))
     with pytest.raises(ValueError, match=r"rows_to_nchw: rows must be a float\S* array of shape"):
-        cy.rows_to_nchw(rows[:, :-1].copy(), bias, out)
+        cy.rows_to_nchw(rows[:, :-1].copy(), bias, out, q)
     with pytest.raises(ValueError, match="rows_to_nchw: bias must be"):
-        cy.rows_to_nchw(rows, bias[:-1].copy(), out)
+        cy.rows_to_nchw(rows, bias[:-1].copy(), out, q)
     with pytest.raises(ValueError, match="nchw_to_rows: dout must be C-contiguous"):
-        cy.nchw_to_rows(out.transpose(0, 1, 3, 2), back)
+        cy.nchw_to_rows(out.transpose(0, 1, 3, 2), back, q)
+    with pytest.raises(ValueError, match="Ho=5 is not a multiple of q=2"):
+        cy.nchw_to_rows(out[:, :, :5].copy(), back, 2)
 
 
 def test_kernels_reject_bad_arrays():

@@ -110,22 +110,24 @@ def test_cython_transforms_equal_the_reference(dtype, geom, seed):
     np.testing.assert_allclose(dM, reference.winograd_output_grad(np, y), rtol=tol, atol=tol)
 
 
-def test_wide_planes_span_several_tile_segments():
-    """The kernels work on rows of at most 64 tiles; a 300-wide plane needs three."""
-    x = _random((2, 3, 7, 300), np.float32, 0)
-    V = np.empty(reference.winograd_input(np, x, 1).shape, np.float32)
-    np.testing.assert_allclose(cy.winograd_input(x, 1, V), reference.winograd_input(np, x, 1),
-                               rtol=2e-6, atol=2e-6)
-    dx = np.empty_like(x)
-    np.testing.assert_allclose(cy.winograd_input_grad(V, 1, dx),
-                               reference.winograd_input_grad(np, V, x.shape, 1),
+@pytest.mark.parametrize("W, pad", [(300, 1), (301, 0), (301, 2)])
+def test_wide_planes_span_several_tile_segments(W, pad):
+    """The kernels work on rows of at most 64 tiles; these planes need three segments, the
+    last one partial, with even and odd output widths. NaN fills catch unwritten outputs."""
+    x = _random((2, 3, 7, W), np.float32, 0)
+    V = np.full(reference.winograd_input(np, x, pad).shape, np.nan, np.float32)
+    np.testing.assert_allclose(cy.winograd_input(x, pad, V),
+                               reference.winograd_input(np, x, pad), rtol=2e-6, atol=2e-6)
+    dx = np.full_like(x, np.nan)
+    np.testing.assert_allclose(cy.winograd_input_grad(V, pad, dx),
+                               reference.winograd_input_grad(np, V, x.shape, pad),
                                rtol=2e-6, atol=2e-5)
-    y = np.empty((2, 4, 7, 300), np.float32)
+    y = np.full((2, 4, 7 + 2 * pad - 2, W + 2 * pad - 2), np.nan, np.float32)
     M = _random((16, 4, V.shape[2]), np.float32, 1)
     np.testing.assert_allclose(cy.winograd_output(M, None, y),
                                reference.winograd_output(np, M, None, y.shape),
                                rtol=2e-6, atol=2e-5)
-    np.testing.assert_allclose(cy.winograd_output_grad(y, np.empty_like(M)),
+    np.testing.assert_allclose(cy.winograd_output_grad(y, np.full_like(M, np.nan)),
                                reference.winograd_output_grad(np, y), rtol=2e-6, atol=2e-6)
 
 

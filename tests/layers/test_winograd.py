@@ -16,6 +16,7 @@ from dualnet.layers import (
     conv_forward_fast,
     conv_forward_naive,
 )
+from dualnet.layers import winograd as winograd_layer
 
 
 @pytest.fixture
@@ -47,13 +48,13 @@ def test_only_3x3_stride_1_on_the_numpy_backend_takes_it(winograd):
     x = np.zeros((2, 3, 9, 9))
     assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 1}) == "winograd"
     assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 0}) == "winograd"
-    assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 2, "pad": 1}) == "host"
-    assert _algorithm(x, np.zeros((4, 3, 5, 5)), {"stride": 1, "pad": 2}) == "host"
-    assert _algorithm(x, np.zeros((4, 3, 3, 1)), {"stride": 1, "pad": 1}) == "host"
+    assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 2, "pad": 1}) == "im2col"
+    assert _algorithm(x, np.zeros((4, 3, 5, 5)), {"stride": 1, "pad": 2}) == "im2col"
+    assert _algorithm(x, np.zeros((4, 3, 3, 1)), {"stride": 1, "pad": 1}) == "im2col"
     with backend.use("cuda-emu"):
-        assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 1}) == "portable"
+        assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 1}) == "im2col-portable"
     winograd(False)
-    assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 1}) == "host"
+    assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 1}) == "im2col"
     with pytest.raises(ValueError, match="set_algorithm: name must be 'auto', 'im2col' or"):
         conv.set_algorithm("fft")
 
@@ -68,9 +69,9 @@ def test_auto_takes_it_where_there_are_enough_channels():
     assert _algorithm(x, np.zeros((8, 32, 3, 3), np.float32), {"stride": 1, "pad": 1}) \
         == "winograd"
     assert _algorithm(x[:2], np.zeros((8, 32, 3, 3), np.float32), {"stride": 1, "pad": 1}) \
-        == "host"
+        == "im2col"
     x = np.zeros((64, 16, 16, 16), np.float32)
-    assert _algorithm(x, np.zeros((8, 16, 3, 3), np.float32), {"stride": 1, "pad": 1}) == "host"
+    assert _algorithm(x, np.zeros((8, 16, 3, 3), np.float32), {"stride": 1, "pad": 1}) == "im2col"
 
 
 @st.composite
@@ -128,14 +129,16 @@ def test_numeric_gradients(winograd):
         lambda v: conv_forward_fast(x, w, v, param)[0], b, dout)) < 5e-8
 
 
-@pytest.mark.parametrize("budget", [1, 30_000, 10**9])  # one sample, a few, all per chunk
-def test_results_do_not_depend_on_the_chunking(winograd, budget):
+@pytest.mark.parametrize("per_chunk, chunks", [(1, 9), (2, 5), (9, 1)])
+def test_results_do_not_depend_on_the_chunking(winograd, per_chunk, chunks):
     rng = np.random.default_rng(3)
     x = rng.standard_normal((9, 4, 10, 11))
     w = rng.standard_normal((5, 4, 3, 3))
     b = rng.standard_normal(5)
     param = {"stride": 1, "pad": 1}
-    old = conv.set_memory_budget(budget)
+    old = conv.set_memory_budget(winograd_layer.fixed_bytes(4, 5, x.itemsize)
+                                 + per_chunk * winograd_layer.sample_bytes(4, 5, 10, 11, 1,
+                                                                           x.itemsize))
     try:
         out, cache = conv_forward_fast(x, w, b, param)
         dout = rng.standard_normal(out.shape)
@@ -143,7 +146,7 @@ def test_results_do_not_depend_on_the_chunking(winograd, budget):
         dx, dw, db = conv_backward_fast(dout, cache, need_dx=False)
     finally:
         conv.set_memory_budget(old)
-    assert cache[-1] == "winograd" and dx is None
+    assert cache[-1] == "winograd" and dx is None and len(cache[4]) == chunks
     ref, ref_cache = conv_forward_naive(x, w, b, param)
     np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-12)
     for got, want in zip(grads, conv_backward_naive(dout, ref_cache), strict=True):

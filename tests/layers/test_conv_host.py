@@ -1,0 +1,156 @@
+"""The numpy backend's im2col + GEMM path (`dualnet/layers/conv_host.py`), with and without
+vertical output pairs: which shapes take pairs, the stacked filter matrix and its adjoint, and
+the layers against the naive ones (Cython kernels and pure-NumPy fallback, several chunks)."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dualnet import backend
+from dualnet.gradient_check import eval_numerical_gradient_array, rel_error
+from dualnet.layers import (
+    conv,
+    conv_backward_fast,
+    conv_backward_naive,
+    conv_forward_fast,
+    conv_forward_naive,
+    conv_host,
+)
+
+
+@pytest.fixture(params=["cython", "fallback"])
+def numpy_backend(request, monkeypatch):
+    """The numpy backend with its Cython kernels, or rebuilt without them."""
+    if request.param == "fallback":
+        monkeypatch.setenv("DUALNET_NO_EXTENSION", "1")
+        monkeypatch.setitem(backend._instances, "numpy", backend.NumpyBackend())
+    be = backend.get("numpy")
+    assert be.kernels().startswith("pure-NumPy") == (request.param == "fallback")
+    with backend.use("numpy"):
+        yield be
+
+
+def _algorithm(x_shape, w_shape, stride, pad):
+    x, w = np.zeros(x_shape, np.float32), np.zeros(w_shape, np.float32)
+    return conv_forward_fast(x, w, np.zeros(w_shape[0], np.float32),
+                             {"stride": stride, "pad": pad})[1][-1]
+
+
+def test_pairs_for_few_filters_tall_windows_and_even_heights():
+    assert conv.get_algorithm() == "auto"
+    assert _algorithm((2, 3, 32, 32), (32, 3, 7, 7), 1, 3) == "im2col-pairs"  # the course's conv
+    assert _algorithm((2, 3, 33, 32), (32, 3, 7, 7), 1, 3) == "im2col"  # Ho = 33, odd
+    assert _algorithm((2, 3, 32, 32), (33, 3, 7, 7), 1, 3) == "im2col"  # too many filters
+    assert _algorithm((2, 3, 32, 32), (8, 3, 3, 7), 1, 1) == "im2col"  # window 3 < 4 strides
+    assert _algorithm((2, 3, 31, 31), (8, 3, 5, 5), 2, 2) == "im2col"  # window 5 < 8
+    assert _algorithm((2, 3, 36, 36), (8, 3, 8, 8), 2, 1) == "im2col-pairs"  # Ho = 16
+    old = conv.set_algorithm("im2col")
+    try:
+        assert _algorithm((2, 3, 32, 32), (32, 3, 7, 7), 1, 3) == "im2col"
+    finally:
+        conv.set_algorithm(old)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_stacked_weights_and_their_fold_are_adjoint(stride):
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 2, 5, 4))
+    wq = conv_host._stacked_weights(np, w, stride, 2)
+    assert wq.shape == (6, 2 * (5 + stride) * 4)
+    # copy 1 is copy 0 moved down `stride` rows
+    stacked = wq.reshape(2, 3, 2, 5 + stride, 4)
+    np.testing.assert_array_equal(stacked[0, :, :, :5], w)
+    np.testing.assert_array_equal(stacked[1, :, :, stride:], w)
+    U = rng.standard_normal(wq.shape)
+    assert np.vdot(wq, U) == pytest.approx(
+        np.vdot(w, conv_host._folded(U, w.shape, stride, 2)), rel=1e-12)
+
+
+@st.composite
+def pair_geometry(draw):
+    """Shapes the 'auto' choice sends to output pairs: F <= 32, HH >= 4*stride, even Ho."""
+    stride = draw(st.integers(1, 2))
+    HH = draw(st.integers(4 * stride, 4 * stride + 3))
+    WW = draw(st.integers(1, 5))
+    pad = draw(st.integers(0, 3))
+    Ho, Wo = 2 * draw(st.integers(1, 4)), draw(st.integers(1, 5))
+    H = (Ho - 1) * stride + HH - 2 * pad
+    W = (Wo - 1) * stride + WW - 2 * pad
+    N, C, F = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 5))
+    return (N, C, max(H, 1), max(W, 1)), (F, C, HH, WW), stride, pad
+
+
+def _valid(x_shape, w_shape, stride, pad):
+    H, W = x_shape[2:]
+    HH, WW = w_shape[2:]
+    return (H + 2 * pad - HH) % stride == 0 and (W + 2 * pad - WW) % stride == 0 and \
+        H + 2 * pad >= HH and W + 2 * pad >= WW and \
+        (H + 2 * pad - HH) // stride % 2 == 1  # Ho even
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+# the fixture only selects a backend; sharing it across examples is intended
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(geometry=pair_geometry(), seed=st.integers(0, 2**31 - 1))
+def test_pairs_equal_the_naive_layer(numpy_backend, dtype, geometry, seed):
+    x_shape, w_shape, stride, pad = geometry
+    if not _valid(x_shape, w_shape, stride, pad):
+        return
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    param = {"stride": stride, "pad": pad}
+    out, cache = conv_forward_fast(x, w, b, param)
+    assert cache[-1] == "im2col-pairs" and out.dtype == dtype
+    ref, ref_cache = conv_forward_naive(x, w, b, param)
+    tol = 1e-10 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
+    dout = rng.standard_normal(ref.shape).astype(dtype)
+    for got, want in zip(conv_backward_fast(dout, cache), conv_backward_naive(dout, ref_cache),
+                         strict=True):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.parametrize("per_chunk, chunks", [(1, 7), (3, 3), (7, 1)])
+def test_pairs_do_not_depend_on_the_chunking(per_chunk, chunks):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((7, 3, 12, 10))
+    w = rng.standard_normal((5, 3, 5, 5))
+    b = rng.standard_normal(5)
+    param = {"stride": 1, "pad": 2}
+    old = conv.set_memory_budget(conv_host.fixed_bytes(w.shape, 1, 2, x.itemsize)
+                                 + per_chunk * conv_host.sample_bytes(w.shape, 1, 12, 10, 2,
+                                                                      x.itemsize))
+    try:
+        out, cache = conv_forward_fast(x, w, b, param)
+        dout = rng.standard_normal(out.shape)
+        grads = conv_backward_fast(dout, cache)
+        _, dw, _ = conv_backward_fast(dout, cache, need_dx=False)
+    finally:
+        conv.set_memory_budget(old)
+    assert cache[-1] == "im2col-pairs" and len(cache[4]) == chunks
+    ref, ref_cache = conv_forward_naive(x, w, b, param)
+    np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-12)
+    for got, want in zip(grads, conv_backward_naive(dout, ref_cache), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-11)
+    np.testing.assert_array_equal(dw, grads[1])
+
+
+def test_pairs_numeric_gradients():
+    rng = np.random.RandomState(9)
+    x, w, b = rng.randn(2, 2, 8, 7), rng.randn(3, 2, 5, 3), rng.randn(3)
+    param = {"stride": 1, "pad": 1}
+    out, cache = conv_forward_fast(x, w, b, param)
+    assert cache[-1] == "im2col-pairs"
+    dout = rng.randn(*out.shape)
+    dx, dw, db = conv_backward_fast(dout, cache)
+    assert rel_error(dx, eval_numerical_gradient_array(
+        lambda v: conv_forward_fast(v, w, b, param)[0], x, dout)) < 5e-8
+    assert rel_error(dw, eval_numerical_gradient_array(
+        lambda v: conv_forward_fast(x, v, b, param)[0], w, dout)) < 5e-8
+    assert rel_error(db, eval_numerical_gradient_array(
+        lambda v: conv_forward_fast(x, w, v, param)[0], b, dout)) < 5e-8
