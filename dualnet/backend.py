@@ -149,6 +149,15 @@ class NumpyBackend(Backend):
         """Whether the Winograd transforms run compiled (else the NumPy reference's)."""
         return self._wino is not None
 
+    @property
+    def winograd_fused(self):
+        """The compiled module whose fused Winograd convolution (transforms and small
+        vectorized GEMMs per sample, in cache) the layers may use, or None: not compiled, or
+        compiled without vector extensions."""
+        if self._wino is None or self._wino.GEMM_KERNEL == "scalar":
+            return None
+        return self._wino
+
     def kernels(self):
         built = [f"dualnet.kernels.{m.__name__.rsplit('.', 1)[1]}"
                  for m in (self._ext, self._wino) if m is not None]

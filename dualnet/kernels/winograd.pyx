@@ -20,7 +20,7 @@ coefficient rows, so each thread writes long contiguous runs.
 
 import numpy as np
 
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.string cimport memcpy, memset
 
 # The SHA-256 of this file as it was compiled, defined by setup.py (empty when built another
@@ -39,6 +39,182 @@ SOURCE_SHA256 = DUALNET_SOURCE_SHA256.decode("ascii")
 ctypedef fused floating:
     float
     double
+
+# -- small GEMMs for the fused convolution -------------------------------------------------
+# C (m x n) = A (m x k) @ B (k x n), or C += A @ B with `acc`; row-major, leading dimensions
+# lda/ldb/ldc. The fused kernels below multiply blocks that sit in a thread's cache (a
+# sample's transform coefficients), where a library GEMM per block would cost more in calls
+# and packing than it computes. Register blocking: 6 rows of C by two vectors of columns,
+# B's row loaded once per 6 broadcasts of A. GCC/clang vector extensions let one body serve
+# every instruction set: it is compiled for AVX-512 and AVX2+FMA (x86, chosen at import by
+# what the CPU supports) and for the baseline 16-byte vectors (SSE2, NEON); other compilers
+# get plain loops, and the layers then keep the library-GEMM path (`GEMM_KERNEL == "scalar"`).
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #include <string.h>
+
+    #define DN_GEMM_PARAMS(T) ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A, ptrdiff_t lda, \
+                              const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc, int acc
+
+    #if defined(__GNUC__)
+    #define DN_DEFINE_GEMM(NAME, T, VB, ATTR)                                                   \\
+    typedef T NAME##_vec __attribute__((vector_size(VB), aligned(sizeof(T))));                \\
+    ATTR static inline __attribute__((always_inline)) void                                   \\
+    NAME##_block(const int R, const int NV, ptrdiff_t k, const T *A, ptrdiff_t lda,           \\
+                 const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc, int acc) {                   \\
+        const ptrdiff_t VL = VB / sizeof(T);                                                  \\
+        NAME##_vec c[6][2], b[2];                                                             \\
+        for (int r = 0; r < R; r++)                                                           \\
+            for (int v = 0; v < NV; v++) {                                                    \\
+                if (acc) memcpy(&c[r][v], C + r * ldc + v * VL, VB);                          \\
+                else c[r][v] = (NAME##_vec){0};                                               \\
+            }                                                                                 \\
+        for (ptrdiff_t p = 0; p < k; p++) {                                                   \\
+            for (int v = 0; v < NV; v++) memcpy(&b[v], B + p * ldb + v * VL, VB);            \\
+            for (int r = 0; r < R; r++) {                                                     \\
+                const T a = A[r * lda + p];                                                   \\
+                for (int v = 0; v < NV; v++) c[r][v] += a * b[v];                             \\
+            }                                                                                 \\
+        }                                                                                     \\
+        for (int r = 0; r < R; r++)                                                           \\
+            for (int v = 0; v < NV; v++) memcpy(C + r * ldc + v * VL, &c[r][v], VB);         \\
+    }                                                                                         \\
+    ATTR static inline __attribute__((always_inline)) void                                   \\
+    NAME##_rows(const int R, ptrdiff_t n, ptrdiff_t k, const T *A, ptrdiff_t lda,             \\
+                const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc, int acc) {                    \\
+        const ptrdiff_t VL = VB / sizeof(T);                                                  \\
+        ptrdiff_t j = 0;                                                                      \\
+        for (; j + 2 * VL <= n; j += 2 * VL)                                                  \\
+            NAME##_block(R, 2, k, A, lda, B + j, ldb, C + j, ldc, acc);                       \\
+        for (; j + VL <= n; j += VL)                                                          \\
+            NAME##_block(R, 1, k, A, lda, B + j, ldb, C + j, ldc, acc);                       \\
+        for (; j < n; j++)                                                                    \\
+            for (int r = 0; r < R; r++) {                                                     \\
+                T s = acc ? C[r * ldc + j] : (T)0;                                            \\
+                for (ptrdiff_t p = 0; p < k; p++) s += A[r * lda + p] * B[p * ldb + j];       \\
+                C[r * ldc + j] = s;                                                           \\
+            }                                                                                 \\
+    }                                                                                         \\
+    ATTR static void NAME(DN_GEMM_PARAMS(T)) {                                               \\
+        ptrdiff_t i = 0;                                                                      \\
+        for (; i + 6 <= m; i += 6)                                                            \\
+            NAME##_rows(6, n, k, A + i * lda, lda, B, ldb, C + i * ldc, ldc, acc);            \\
+        A += i * lda;                                                                         \\
+        C += i * ldc;                                                                         \\
+        switch (m - i) { /* constant row counts, so each block is unrolled */                 \\
+            case 5: NAME##_rows(5, n, k, A, lda, B, ldb, C, ldc, acc); break;                 \\
+            case 4: NAME##_rows(4, n, k, A, lda, B, ldb, C, ldc, acc); break;                 \\
+            case 3: NAME##_rows(3, n, k, A, lda, B, ldb, C, ldc, acc); break;                 \\
+            case 2: NAME##_rows(2, n, k, A, lda, B, ldb, C, ldc, acc); break;                 \\
+            case 1: NAME##_rows(1, n, k, A, lda, B, ldb, C, ldc, acc); break;                 \\
+        }                                                                                     \\
+    }
+    #if defined(__x86_64__) || defined(__i386__)
+    #define DN_X86 1
+    DN_DEFINE_GEMM(dn_sgemm_avx512, float, 64, __attribute__((target("avx512f"))))
+    DN_DEFINE_GEMM(dn_dgemm_avx512, double, 64, __attribute__((target("avx512f"))))
+    DN_DEFINE_GEMM(dn_sgemm_avx2, float, 32, __attribute__((target("avx2,fma"))))
+    DN_DEFINE_GEMM(dn_dgemm_avx2, double, 32, __attribute__((target("avx2,fma"))))
+    #endif
+    DN_DEFINE_GEMM(dn_sgemm_vec, float, 16, )
+    DN_DEFINE_GEMM(dn_dgemm_vec, double, 16, )
+    #else
+    #define DN_DEFINE_SCALAR_GEMM(NAME, T)                                                    \\
+    static void NAME(DN_GEMM_PARAMS(T)) {                                                     \\
+        for (ptrdiff_t i = 0; i < m; i++)                                                     \\
+            for (ptrdiff_t j = 0; j < n; j++) {                                               \\
+                T s = acc ? C[i * ldc + j] : (T)0;                                            \\
+                for (ptrdiff_t p = 0; p < k; p++) s += A[i * lda + p] * B[p * ldb + j];       \\
+                C[i * ldc + j] = s;                                                           \\
+            }                                                                                 \\
+    }
+    DN_DEFINE_SCALAR_GEMM(dn_sgemm_scalar, float)
+    DN_DEFINE_SCALAR_GEMM(dn_dgemm_scalar, double)
+    #endif
+
+    static void (*dn_sgemm)(DN_GEMM_PARAMS(float));
+    static void (*dn_dgemm)(DN_GEMM_PARAMS(double));
+    static const char *dn_gemm_kernel = "";
+
+    static void dn_gemm_select(void) {
+    #if defined(__GNUC__)
+    #if defined(DN_X86)
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f")) {
+            dn_sgemm = dn_sgemm_avx512; dn_dgemm = dn_dgemm_avx512; dn_gemm_kernel = "avx512";
+            return;
+        }
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+            dn_sgemm = dn_sgemm_avx2; dn_dgemm = dn_dgemm_avx2; dn_gemm_kernel = "avx2";
+            return;
+        }
+    #endif
+        dn_sgemm = dn_sgemm_vec; dn_dgemm = dn_dgemm_vec; dn_gemm_kernel = "vector";
+    #else
+        dn_sgemm = dn_sgemm_scalar; dn_dgemm = dn_dgemm_scalar; dn_gemm_kernel = "scalar";
+    #endif
+    }
+
+    /* Switch to a named kernel ("avx512", "avx2", "vector") if this CPU and build have it. */
+    static int dn_gemm_use(const char *name) {
+    #if defined(__GNUC__)
+    #if defined(DN_X86)
+        if (!strcmp(name, "avx512") && __builtin_cpu_supports("avx512f")) {
+            dn_sgemm = dn_sgemm_avx512; dn_dgemm = dn_dgemm_avx512; dn_gemm_kernel = "avx512";
+            return 1;
+        }
+        if (!strcmp(name, "avx2") && __builtin_cpu_supports("avx2")
+                && __builtin_cpu_supports("fma")) {
+            dn_sgemm = dn_sgemm_avx2; dn_dgemm = dn_dgemm_avx2; dn_gemm_kernel = "avx2";
+            return 1;
+        }
+    #endif
+        if (!strcmp(name, "vector")) {
+            dn_sgemm = dn_sgemm_vec; dn_dgemm = dn_dgemm_vec; dn_gemm_kernel = "vector";
+            return 1;
+        }
+    #endif
+        return 0;
+    }
+
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int dn_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    static int dn_max_threads(void) { return 1; }
+    #endif
+    """
+    void dn_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *A, Py_ssize_t lda,
+                  const float *B, Py_ssize_t ldb, float *C, Py_ssize_t ldc, int acc) noexcept nogil
+    void dn_dgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double *A, Py_ssize_t lda,
+                  const double *B, Py_ssize_t ldb, double *C, Py_ssize_t ldc,
+                  int acc) noexcept nogil
+    const char *dn_gemm_kernel
+    void dn_gemm_select()
+    int dn_gemm_use(const char *name)
+    int dn_max_threads() noexcept nogil
+
+dn_gemm_select()
+GEMM_KERNEL = dn_gemm_kernel.decode("ascii")
+"""The instruction set of the fused path's small GEMMs, the best this CPU runs: 'avx512',
+'avx2', 'vector' (16-byte vectors) or 'scalar' (no vector extensions: the layers do not use
+the fused path)."""
+
+
+def use_gemm_kernel(name):
+    """Run the small GEMMs with kernel `name` from now on (tests check every one this CPU
+    has); returns whether this CPU and build have it. `GEMM_KERNEL` keeps the best one."""
+    return bool(dn_gemm_use(name.encode("ascii")))
+
+
+cdef inline void _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *A,
+                       Py_ssize_t lda, const floating *B, Py_ssize_t ldb, floating *C,
+                       Py_ssize_t ldc, int acc) noexcept nogil:
+    if floating is float:
+        dn_sgemm(m, n, k, A, lda, B, ldb, C, ldc, acc)
+    else:
+        dn_dgemm(m, n, k, A, lda, B, ldb, C, ldc, acc)
 
 
 # -- planes --------------------------------------------------------------------------------
@@ -214,6 +390,174 @@ cdef void _output_grad_plane(const floating *dy, floating *dM, Py_ssize_t ks, Py
                     out[4 * ks + tx] = r[i * _SEG + tx] + r[(4 + i) * _SEG + tx]
                     out[8 * ks + tx] = r[i * _SEG + tx] - r[(4 + i) * _SEG + tx]
                     out[12 * ks + tx] = -r[(4 + i) * _SEG + tx]
+
+
+# -- fused convolution ---------------------------------------------------------------------
+# One sample at a time per thread: its transform coefficients go into the thread's slice of a
+# workspace, the 16 coefficient GEMMs run on them while they are in cache, and the results are
+# transformed straight into the output (or gradients). Rows of tiles in the workspace are
+# padded to `_padded_tiles` so that the GEMMs run whole vectors; padding columns are zeroed
+# once and stay zero (no transform writes them, and GEMMs of zeros give zeros).
+cdef inline Py_ssize_t _padded_tiles(Py_ssize_t tiles) noexcept nogil:
+    return (tiles + 15) // 16 * 16
+
+
+cdef void _zero_padding(floating *rows, Py_ssize_t nrows, Py_ssize_t tiles,
+                        Py_ssize_t padded) noexcept nogil:
+    cdef Py_ssize_t r
+    if padded > tiles:
+        for r in range(nrows):
+            memset(rows + r * padded + tiles, 0, (padded - tiles) * sizeof(floating))
+
+
+cdef void _transpose(const floating *src, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t lds,
+                     floating *dst) noexcept nogil:
+    """dst (cols, rows) = src (rows, cols; row stride lds)^T, in 16x16 blocks for the cache."""
+    cdef Py_ssize_t r0, c0, r, c
+    for r0 in range(0, rows, 16):
+        for c0 in range(0, cols, 16):
+            for c in range(c0, min(c0 + 16, cols)):
+                for r in range(r0, min(r0 + 16, rows)):
+                    dst[c * rows + r] = src[r * lds + c]
+
+
+def _conv_forward_fused(const floating[:, :, :, ::1] x, const floating[:, :, ::1] U,
+                        const floating[::1] bias, floating[:, :, :, ::1] y,
+                        floating[:, ::1] ws, Py_ssize_t pad):
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = y.shape[1], Ho = y.shape[2], Wo = y.shape[3]
+    cdef Py_ssize_t th = (Ho + 1) // 2, tw = (Wo + 1) // 2
+    cdef Py_ssize_t T = th * tw, Tp = _padded_tiles(T)
+    cdef int nthreads = ws.shape[0]
+    cdef floating *V = NULL
+    cdef floating *M = NULL
+    cdef Py_ssize_t n, c, f, k
+    with nogil, parallel(num_threads=nthreads):
+        V = &ws[threadid(), 0]  # (16, C, Tp)
+        M = V + 16 * C * Tp     # (16, F, Tp)
+        _zero_padding(V, 16 * C, T, Tp)
+        for n in prange(N, schedule="static"):
+            for c in range(C):
+                _input_plane(&x[n, c, 0, 0], V + c * Tp, C * Tp, H, W, pad, th, tw)
+            for k in range(16):
+                _gemm(F, Tp, C, &U[k, 0, 0], C, V + k * C * Tp, Tp, M + k * F * Tp, Tp, 0)
+            for f in range(F):
+                _output_plane(M + f * Tp, &y[n, f, 0, 0], F * Tp, bias[f], Ho, Wo, th, tw)
+
+
+def _conv_backward_fused(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
+                         const floating[:, :, ::1] U_t, floating[:, :, :, ::1] dx,
+                         floating[:, ::1] ws, Py_ssize_t pad, bint need_dx):
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = dy.shape[1], Ho = dy.shape[2], Wo = dy.shape[3]
+    cdef Py_ssize_t th = (Ho + 1) // 2, tw = (Wo + 1) // 2
+    cdef Py_ssize_t T = th * tw, Tp = _padded_tiles(T)
+    cdef int nthreads = ws.shape[0]
+    cdef floating *dU = NULL
+    cdef floating *Vt = NULL
+    cdef floating *dM = NULL
+    cdef floating *V = NULL
+    cdef Py_ssize_t n, c, f, k
+    with nogil, parallel(num_threads=nthreads):
+        dU = &ws[threadid(), 0]   # (16, F, C): this thread's share of the filter gradient
+        Vt = dU + 16 * F * C      # (16, T, C): the input coefficients, tile-major
+        dM = Vt + 16 * T * C      # (16, F, Tp)
+        V = dM + 16 * F * Tp      # (16, C, Tp): the input coefficients, then their gradient
+        memset(dU, 0, 16 * F * C * sizeof(floating))
+        _zero_padding(dM, 16 * F, T, Tp)
+        _zero_padding(V, 16 * C, T, Tp)
+        for n in prange(N, schedule="static"):
+            for c in range(C):
+                _input_plane(&x[n, c, 0, 0], V + c * Tp, C * Tp, H, W, pad, th, tw)
+            for k in range(16):
+                _transpose(V + k * C * Tp, C, T, Tp, Vt + k * T * C)
+            for f in range(F):
+                _output_grad_plane(&dy[n, f, 0, 0], dM + f * Tp, F * Tp, Ho, Wo, th, tw)
+            for k in range(16):  # dU[k] += dM[k] @ V[k]^T
+                _gemm(F, C, T, dM + k * F * Tp, Tp, Vt + k * T * C, C, dU + k * F * C, C, 1)
+            if need_dx:
+                for k in range(16):  # dV[k] = U[k]^T @ dM[k]
+                    _gemm(C, Tp, F, &U_t[k, 0, 0], F, dM + k * F * Tp, Tp, V + k * C * Tp,
+                          Tp, 0)
+                for c in range(C):
+                    _input_grad_plane(V + c * Tp, &dx[n, c, 0, 0], C * Tp, H, W, pad, th, tw)
+
+
+def max_threads():
+    """The threads the fused kernels run on (OpenMP's count; 1 when built without it)."""
+    return dn_max_threads()
+
+
+def fused_workspace(C, F, H, W, pad, backward):
+    """Elements of one thread's workspace for `winograd_conv_forward` (backward=False) or
+    `winograd_conv_backward`, rounded up to whole 128-byte lines of float64."""
+    th, tw = _tiles((1, C, H, W), pad)
+    T = th * tw
+    Tp = _padded_tiles(T)
+    if backward:
+        size = 16 * (F * C + T * C + F * Tp + C * Tp)
+    else:
+        size = 16 * Tp * (C + F)
+    return (size + 15) // 16 * 16
+
+
+def _check_workspace(ws, C, F, H, W, pad, backward, dtype):
+    _check("ws", ws, 2, dtype)
+    need = fused_workspace(C, F, H, W, pad, backward)
+    if ws.shape[0] < 1 or ws.shape[1] < need:
+        raise ValueError(f"ws must have shape (threads >= 1, >= {need}), got {ws.shape}")
+
+
+def winograd_conv_forward(x, U, bias, pad, y, ws):
+    """The whole forward convolution, fused per sample: x (N, C, H, W), U (16, F, C) (the
+    transformed filters), bias (F,) -> y (N, F, Ho, Wo), in place; returns y.
+
+    ws: (threads, >= fused_workspace(..., backward=False)) scratch, one row per thread
+    (`max_threads()` rows use every core).
+    """
+    _check("x", x, 4)
+    _check("y", y, 4, x.dtype)
+    _check("U", U, 3, x.dtype)
+    _check("bias", bias, 1, x.dtype)
+    N, C, H, W = x.shape
+    F = U.shape[1]
+    th, tw = _tiles(x.shape, pad)
+    if U.shape != (16, F, C) or bias.shape != (F,):
+        raise ValueError(f"U {U.shape} and bias {bias.shape} do not fit x {x.shape}")
+    if y.shape != (N, F, H + 2 * pad - 2, W + 2 * pad - 2):
+        raise ValueError(f"y must have shape {(N, F, H + 2 * pad - 2, W + 2 * pad - 2)}, "
+                         f"got {y.shape}")
+    _check_workspace(ws, C, F, H, W, pad, False, x.dtype)
+    _conv_forward_fused(x, U, bias, y, ws, pad)
+    return y
+
+
+def winograd_conv_backward(dout, x, U_t, pad, dx, ws):
+    """Gradients of `winograd_conv_forward`, fused per sample: dout (N, F, Ho, Wo), x, U_t
+    (16, C, F) (the transformed filters, transposed) -> dx (N, C, H, W) filled in place (or
+    None: skipped), and returns dU (16, F, C), the gradient of U.
+
+    ws: (threads, >= fused_workspace(..., backward=True)); each thread sums its samples'
+    share of dU in its row, and the rows are added in order at the end.
+    """
+    _check("x", x, 4)
+    _check("dout", dout, 4, x.dtype)
+    _check("U_t", U_t, 3, x.dtype)
+    N, C, H, W = x.shape
+    F = dout.shape[1]
+    if U_t.shape != (16, C, F):
+        raise ValueError(f"U_t must have shape {(16, C, F)}, got {U_t.shape}")
+    if dout.shape != (N, F, H + 2 * pad - 2, W + 2 * pad - 2):
+        raise ValueError(f"dout must have shape {(N, F, H + 2 * pad - 2, W + 2 * pad - 2)}, "
+                         f"got {dout.shape}")
+    if dx is not None:
+        _check("dx", dx, 4, x.dtype)
+        if dx.shape != x.shape:
+            raise ValueError(f"dx must have shape {x.shape}, got {dx.shape}")
+    _check_workspace(ws, C, F, H, W, pad, True, x.dtype)
+    skipped = np.empty((0, 0, 0, 0), dtype=x.dtype)  # a typed stand-in, never indexed
+    _conv_backward_fused(dout, x, U_t, skipped if dx is None else dx, ws, pad, dx is not None)
+    return ws[:, :16 * F * C].sum(axis=0).reshape(16, F, C)
 
 
 # -- entry points --------------------------------------------------------------------------

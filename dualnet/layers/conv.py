@@ -3,8 +3,9 @@
 The fast layers pick an algorithm per call (`set_algorithm` overrides the choice; the cache
 records the one taken):
 
-- 'winograd' (numpy backend; 3x3 filters, stride 1, enough channels): Winograd's F(2x2, 3x3),
-  16 multiplies per 2x2 output tile instead of 36 (`winograd.py`);
+- 'winograd-fused', 'winograd' (numpy backend; 3x3 filters, stride 1, enough channels):
+  Winograd's F(2x2, 3x3), 16 multiplies per 2x2 output tile instead of 36, fused per sample
+  in each thread's cache where the compiled kernels allow, else chunked (`winograd.py`);
 - 'im2col', 'im2col-pairs' (numpy backend, other shapes): im2col + GEMM into reused buffers,
   the latter computing two outputs per patch column for few-filter layers (`conv_host.py`);
 - 'im2col-portable' (cupy, cuda-emu): im2col + batched GEMM per chunk, below.
@@ -212,6 +213,11 @@ def conv_forward_fast(x, w, b, conv_param):
     F = w.shape[0]
     algo = _algorithm(be, w, stride, Ho, N * Ho * Wo)
     q = 2 if algo == "im2col-pairs" else 1
+    if algo == "winograd" and winograd.fused_applies(be, N) and (
+            winograd.fused_bytes(be, C, F, H, W, pad, x.itemsize)
+            + winograd.fixed_bytes(C, F, x.itemsize) <= _memory_budget):
+        cache = (x, w, stride, pad, None, "winograd-fused")
+        return winograd.forward_fused(be, x, w, b, pad), cache
     if algo == "winograd":
         sample_bytes = winograd.sample_bytes(C, F, H, W, pad, x.itemsize)
         fixed_bytes = winograd.fixed_bytes(C, F, x.itemsize)
@@ -257,6 +263,9 @@ def conv_backward_fast(dout, cache, need_dx=True):
     N, F = dout.shape[:2]
     dout = xp.ascontiguousarray(dout)
     db = dout.sum(axis=(0, 2, 3))
+    if algo == "winograd-fused":
+        dx, dw = winograd.backward_fused(be, dout, x, w, pad, need_dx)
+        return dx, dw, db
     if algo == "winograd":
         dx, dw = winograd.backward(be, dout, x, w, pad, parts, need_dx)
         return dx, dw, db

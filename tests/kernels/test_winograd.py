@@ -4,7 +4,7 @@ convolution, its adjoints against dot-product identities, and the Cython kernels
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dualnet.kernels import reference
@@ -147,3 +147,97 @@ def test_kernels_reject_bad_arrays():
                            np.zeros((2, 3, 8, 8), np.float32))
     with pytest.raises(ValueError, match="bad Winograd geometry"):
         cy.winograd_input_grad(V, 0, np.zeros((2, 3, 2, 8), np.float32))
+
+
+@st.composite
+def fused_geometry(draw):
+    """Like `planes`, with channel and filter counts around the GEMM blocking (6 rows, 16 or 32
+    columns) and tile counts on both sides of the 16-tile padding."""
+    pad = draw(st.integers(0, 2))
+    H = draw(st.integers(max(1, 3 - 2 * pad), 13))
+    W = draw(st.integers(max(1, 3 - 2 * pad), 13))
+    C = draw(st.sampled_from([1, 5, 6, 7, 16, 33]))
+    F = draw(st.sampled_from([1, 4, 6, 13, 32, 35]))
+    return (draw(st.integers(1, 5)), C, H, W), pad, F
+
+
+GEMM_KERNELS = ["avx512", "avx2", "vector"]
+
+
+@pytest.fixture(params=GEMM_KERNELS)
+def gemm_kernel(request):
+    """Each small-GEMM kernel this CPU runs, the best one restored afterwards."""
+    if not cy.use_gemm_kernel(request.param):
+        pytest.skip(f"this CPU or build has no {request.param} kernel")
+    yield request.param
+    assert cy.use_gemm_kernel(cy.GEMM_KERNEL)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("threads", [1, 2, 3])
+# the fixture only selects the kernel; sharing it between examples is intended
+@settings(max_examples=12, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(geom=fused_geometry(), seed=st.integers(0, 2**16))
+def test_fused_convolution_equals_the_reference(gemm_kernel, dtype, threads, geom, seed):
+    """The fused kernels against the reference transforms and numpy GEMMs. Workspaces start
+    as NaN and more (or fewer) rows than samples: nothing may be read before it is written,
+    and idle threads must add nothing to dU."""
+    (N, C, H, W), pad, F = geom
+    tol = 5e-6 if dtype == np.float32 else 1e-13
+    x = _random((N, C, H, W), dtype, seed)
+    w = _random((F, C, 3, 3), dtype, seed + 1)
+    b = _random((F,), dtype, seed + 2)
+    U = reference.winograd_filter(np, w)
+    ws = np.full((threads, cy.fused_workspace(C, F, H, W, pad, False) + 7), np.nan, dtype)
+    y = np.full((N, F, H + 2 * pad - 2, W + 2 * pad - 2), np.nan, dtype)
+    assert cy.winograd_conv_forward(x, U, b, pad, y, ws) is y
+    np.testing.assert_allclose(y, _winograd_conv(x, w, b, pad), rtol=tol, atol=tol * 10)
+
+    dout = _random(y.shape, dtype, seed + 3)
+    V = reference.winograd_input(np, x, pad)
+    dM = reference.winograd_output_grad(np, dout)
+    ws = np.full((threads, cy.fused_workspace(C, F, H, W, pad, True)), np.nan, dtype)
+    dx = np.full_like(x, np.nan)
+    dU = cy.winograd_conv_backward(dout, x, np.ascontiguousarray(U.transpose(0, 2, 1)), pad,
+                                   dx, ws)
+    assert dU.dtype == dtype
+    np.testing.assert_allclose(dU, dM @ V.transpose(0, 2, 1), rtol=tol, atol=tol * 100)
+    dV = U.transpose(0, 2, 1) @ dM
+    np.testing.assert_allclose(dx, reference.winograd_input_grad(np, dV, x.shape, pad),
+                               rtol=tol, atol=tol * 100)
+    ws[...] = np.nan
+    dU_only = cy.winograd_conv_backward(dout, x, np.ascontiguousarray(U.transpose(0, 2, 1)),
+                                        pad, None, ws)
+    np.testing.assert_array_equal(dU_only, dU)
+
+
+def test_fused_kernels_reject_bad_arrays():
+    x = np.zeros((2, 3, 8, 8), np.float32)
+    U = np.zeros((16, 4, 3), np.float32)
+    b = np.zeros(4, np.float32)
+    y = np.zeros((2, 4, 8, 8), np.float32)
+    need = cy.fused_workspace(3, 4, 8, 8, 1, False)
+    with pytest.raises(ValueError, match=rf"ws must have shape \(threads >= 1, >= {need}\)"):
+        cy.winograd_conv_forward(x, U, b, 1, y, np.zeros((2, need - 1), np.float32))
+    with pytest.raises(TypeError, match="ws must have dtype float32"):
+        cy.winograd_conv_forward(x, U, b, 1, y, np.zeros((2, need)))
+    with pytest.raises(ValueError, match="do not fit x"):
+        cy.winograd_conv_forward(x, U[:, :, :2].copy(), b, 1, y, np.zeros((2, need), np.float32))
+    with pytest.raises(ValueError, match=r"y must have shape \(2, 4, 6, 6\)"):
+        cy.winograd_conv_forward(x, U, b, 0, y, np.zeros((2, need), np.float32))
+    ws = np.zeros((1, cy.fused_workspace(3, 4, 8, 8, 1, True)), np.float32)
+    with pytest.raises(ValueError, match=r"U_t must have shape \(16, 3, 4\)"):
+        cy.winograd_conv_backward(y, x, U, 1, None, ws)
+    with pytest.raises(ValueError, match="dx must have shape"):
+        cy.winograd_conv_backward(y, x, np.zeros((16, 3, 4), np.float32), 1, y, ws)
+
+
+def test_gemm_kernels_are_chosen_by_what_the_cpu_runs():
+    # the best at import; 'scalar' only where the compiler lacks vector extensions
+    assert cy.GEMM_KERNEL in (*GEMM_KERNELS, "scalar")
+    if cy.GEMM_KERNEL != "scalar":
+        assert cy.use_gemm_kernel("vector")  # the baseline every vector build has
+        assert cy.use_gemm_kernel(cy.GEMM_KERNEL)
+    assert not cy.use_gemm_kernel("sse9")
+    assert cy.max_threads() >= 1

@@ -28,12 +28,15 @@ def winograd():
     conv.set_algorithm(old)
 
 
-@pytest.fixture(params=["cython", "fallback"])
+@pytest.fixture(params=["cython", "cython-chunked", "fallback"])
 def numpy_backend(request, monkeypatch):
-    """The numpy backend with its Cython kernels, or rebuilt without them."""
+    """The numpy backend with its Cython kernels (fused per sample where the batch has a
+    sample per thread, or always chunked), or rebuilt without them."""
     if request.param == "fallback":
         monkeypatch.setenv("DUALNET_NO_EXTENSION", "1")
         monkeypatch.setitem(backend._instances, "numpy", backend.NumpyBackend())
+    if request.param == "cython-chunked":
+        monkeypatch.setattr(winograd_layer, "fused_enabled", False)
     be = backend.get("numpy")
     assert be.kernels().startswith("pure-NumPy") == (request.param == "fallback")
     with backend.use("numpy"):
@@ -44,10 +47,16 @@ def _algorithm(x, w, param):
     return conv_forward_fast(x, w, np.zeros(w.shape[0], x.dtype), param)[1][-1]
 
 
+def _winograd_variant(be, N):
+    """The algorithm name a Winograd call on `be` with N samples records."""
+    return "winograd-fused" if winograd_layer.fused_applies(be, N) else "winograd"
+
+
 def test_only_3x3_stride_1_on_the_numpy_backend_takes_it(winograd):
     x = np.zeros((2, 3, 9, 9))
-    assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 1}) == "winograd"
-    assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 0}) == "winograd"
+    wino = _winograd_variant(backend.get("numpy"), 2)
+    assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 1}) == wino
+    assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 0}) == wino
     assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 2, "pad": 1}) == "im2col"
     assert _algorithm(x, np.zeros((4, 3, 5, 5)), {"stride": 1, "pad": 2}) == "im2col"
     assert _algorithm(x, np.zeros((4, 3, 3, 1)), {"stride": 1, "pad": 1}) == "im2col"
@@ -61,13 +70,14 @@ def test_only_3x3_stride_1_on_the_numpy_backend_takes_it(winograd):
 
 def test_auto_takes_it_where_there_are_enough_channels():
     assert conv.set_algorithm("auto") == "auto"  # the default
+    be = backend.get("numpy")
     x = np.zeros((2, 64, 4, 4), np.float32)
     assert _algorithm(x, np.zeros((8, 64, 3, 3), np.float32), {"stride": 1, "pad": 1}) \
-        == "winograd"
+        == _winograd_variant(be, 2)
     # 32 channels: only with at least 8192 outputs per filter
     x = np.zeros((8, 32, 32, 32), np.float32)
     assert _algorithm(x, np.zeros((8, 32, 3, 3), np.float32), {"stride": 1, "pad": 1}) \
-        == "winograd"
+        == _winograd_variant(be, 8)
     assert _algorithm(x[:2], np.zeros((8, 32, 3, 3), np.float32), {"stride": 1, "pad": 1}) \
         == "im2col"
     x = np.zeros((64, 16, 16, 16), np.float32)
@@ -97,7 +107,7 @@ def test_equals_naive_and_im2col(numpy_backend, winograd, dtype, geom, seed):
     param = {"stride": 1, "pad": pad}
     winograd(True)
     out, cache = conv_forward_fast(x, w, b, param)
-    assert cache[-1] == "winograd" and out.dtype == dtype
+    assert cache[-1] == _winograd_variant(numpy_backend, x.shape[0]) and out.dtype == dtype
     ref, ref_cache = conv_forward_naive(x, w, b, param)
     dout = rng.standard_normal(ref.shape).astype(dtype)
     winograd(False)
@@ -105,12 +115,16 @@ def test_equals_naive_and_im2col(numpy_backend, winograd, dtype, geom, seed):
     tol = 1e-10 if dtype == np.float64 else 2e-5
     np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
     np.testing.assert_allclose(out, out_i2c, rtol=tol, atol=tol)
-    for got, want, i2c in zip(conv_backward_fast(dout, cache),
-                              conv_backward_naive(dout, ref_cache),
+    grads = conv_backward_fast(dout, cache)
+    for got, want, i2c in zip(grads, conv_backward_naive(dout, ref_cache),
                               conv_backward_fast(dout, cache_i2c), strict=True):
         assert got.dtype == dtype
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10)
         np.testing.assert_allclose(got, i2c, rtol=tol, atol=tol * 10)
+    dx, dw, db = conv_backward_fast(dout, cache, need_dx=False)
+    assert dx is None
+    np.testing.assert_array_equal(dw, grads[1])
+    np.testing.assert_array_equal(db, grads[2])
 
 
 def test_numeric_gradients(winograd):
@@ -118,7 +132,7 @@ def test_numeric_gradients(winograd):
     x, w, b = rng.randn(3, 2, 7, 6), rng.randn(3, 2, 3, 3), rng.randn(3)
     param = {"stride": 1, "pad": 1}
     out, cache = conv_forward_fast(x, w, b, param)
-    assert cache[-1] == "winograd"
+    assert cache[-1] == _winograd_variant(backend.get("numpy"), 3)
     dout = rng.randn(*out.shape)
     dx, dw, db = conv_backward_fast(dout, cache)
     assert rel_error(dx, eval_numerical_gradient_array(
@@ -130,7 +144,8 @@ def test_numeric_gradients(winograd):
 
 
 @pytest.mark.parametrize("per_chunk, chunks", [(1, 9), (2, 5), (9, 1)])
-def test_results_do_not_depend_on_the_chunking(winograd, per_chunk, chunks):
+def test_results_do_not_depend_on_the_chunking(winograd, monkeypatch, per_chunk, chunks):
+    monkeypatch.setattr(winograd_layer, "fused_enabled", False)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((9, 4, 10, 11))
     w = rng.standard_normal((5, 4, 3, 3))
@@ -153,3 +168,48 @@ def test_results_do_not_depend_on_the_chunking(winograd, per_chunk, chunks):
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-11)
     np.testing.assert_array_equal(dw, grads[1])
     np.testing.assert_array_equal(db, grads[2])
+
+
+def test_fused_path_needs_its_workspace_within_the_budget(winograd):
+    be = backend.get("numpy")
+    if be.winograd_fused is None:
+        pytest.skip("no fused kernels: " + be.kernels())
+    rng = np.random.default_rng(4)
+    N = be.winograd_fused.max_threads()
+    x = rng.standard_normal((N, 8, 12, 12))
+    w = rng.standard_normal((6, 8, 3, 3))
+    b = rng.standard_normal(6)
+    param = {"stride": 1, "pad": 1}
+    need = (winograd_layer.fused_bytes(be, 8, 6, 12, 12, 1, x.itemsize)
+            + winograd_layer.fixed_bytes(8, 6, x.itemsize))
+    old = conv.set_memory_budget(need)
+    try:
+        out, cache = conv_forward_fast(x, w, b, param)
+        assert cache[-1] == "winograd-fused"
+        conv.set_memory_budget(need - 1)
+        out_chunked, cache_chunked = conv_forward_fast(x, w, b, param)
+        assert cache_chunked[-1] == "winograd"
+        dout = rng.standard_normal(out.shape)
+        for fused, chunked in zip(conv_backward_fast(dout, cache),
+                                  conv_backward_fast(dout, cache_chunked), strict=True):
+            np.testing.assert_allclose(fused, chunked, rtol=1e-12, atol=1e-12)
+    finally:
+        conv.set_memory_budget(old)
+    np.testing.assert_allclose(out, out_chunked, rtol=1e-12, atol=1e-12)
+    # a batch smaller than the thread count leaves threads idle: chunked instead
+    if N > 1:
+        assert conv_forward_fast(x[:N - 1], w, b, param)[1][-1] == "winograd"
+
+
+def test_fused_results_are_deterministic(winograd):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7, 16, 10, 10)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    dout = rng.standard_normal((7, 16, 10, 10)).astype(np.float32)
+    param = {"stride": 1, "pad": 1}
+    first = conv_backward_fast(dout, conv_forward_fast(x, w, b, param)[1])
+    for _ in range(3):
+        for a, b_ in zip(first, conv_backward_fast(dout, conv_forward_fast(x, w, b, param)[1]),
+                         strict=True):
+            np.testing.assert_array_equal(a, b_)
