@@ -140,7 +140,13 @@ def main(argv=None):
 
     print(f"\n{machine['cpu']}, {machine['cores']} cores, load average "
           f"{load_before[0]:.1f} -> {machine['load_average_after'][0]:.1f}; "
-          f"median of {args.rounds} rounds (min-max)\n")
+          f"median of {args.rounds} rounds (min-max)")
+    if "dualnet" in info:
+        print(f"numpy {info['dualnet']['numpy']}, BLAS {info['dualnet']['blas']}")
+    if "torch" in info:
+        print(f"PyTorch {info['torch']['torch']}, {info['torch']['threads']} threads, "
+              f"{info['torch']['cpu_capability']} kernels")
+    print()
     print("| workload | dualnet | PyTorch | dualnet/PyTorch time | note |")
     print("|---|---|---|---|---|")
     for work, row in rows:

@@ -50,6 +50,21 @@ def median_seconds(fn, repeat):
     return statistics.median(times)
 
 
+def _blas():
+    """numpy's BLAS and the kernel family it runs, e.g. 'openblas 0.3.31 (SkylakeX)'.
+
+    OPENBLAS_CORETYPE can pin an older family (AVX2 'Haswell' on an AVX-512 CPU halves the
+    GEMM rate), so the table says which one ran.
+    """
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (threadpoolctl is not installed)"
+    libs = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    return ", ".join(f"{i['internal_api']} {i.get('version') or ''} "
+                     f"({i.get('architecture') or 'unknown'})" for i in libs) or "unknown"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("system", choices=["dualnet", "torch"])
@@ -61,13 +76,15 @@ def main(argv=None):
         import torch
 
         # one process per system: torch may use every core, as numpy's BLAS does
-        info = {"torch": torch.__version__, "threads": torch.get_num_threads()}
+        info = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     else:
         import numpy as np
 
         from dualnet import backend
 
-        info = {"numpy": np.__version__, "kernels": backend.get("numpy").kernels()}
+        info = {"numpy": np.__version__, "kernels": backend.get("numpy").kernels(),
+                "blas": _blas()}
     times = {}
     for work in workloads.WORKLOADS:
         if args.system in work.build:
