@@ -40,29 +40,54 @@ ctypedef fused floating:
     float
     double
 
-# -- small GEMMs for the fused convolution -------------------------------------------------
-# C (m x n) = A (m x k) @ B (k x n), or C += A @ B with `acc`; row-major, leading dimensions
-# lda/ldb/ldc. The fused kernels below multiply blocks that sit in a thread's cache (a
-# sample's transform coefficients), where a library GEMM per block would cost more in calls
-# and packing than it computes. Register blocking: 6 rows of C by two vectors of columns,
-# B's row loaded once per 6 broadcasts of A. GCC/clang vector extensions let one body serve
-# every instruction set: it is compiled for AVX-512 and AVX2+FMA (x86, chosen at import by
-# what the CPU supports) and for the baseline 16-byte vectors (SSE2, NEON); other compilers
-# get plain loops, and the layers then keep the library-GEMM path (`GEMM_KERNEL == "scalar"`).
+# -- kernels of the fused convolution -------------------------------------------------------
+# Written in C with GCC/clang vector extensions, so that one body serves every instruction set:
+# each is compiled for AVX-512 and AVX2+FMA (x86; chosen at import by what the CPU runs) and
+# for the baseline 16-byte vectors (SSE2, NEON). Other compilers get none, and the layers keep
+# the chunked path (`GEMM_KERNEL == "scalar"`).
+# - GEMM: C (m x n) = A (m x k) @ B (k x n), or C += A @ B with `acc`; B and C row-major with
+#   leading dimensions ldb/ldc, A[i, p] at A[i * lda + p * csa] (A may be a transposed view).
+#   The blocks multiplied sit in a thread's cache (one sample's transform coefficients), where
+#   a library GEMM per block costs more in calls and packing than it computes. Register
+#   blocking: 6 rows of C by two vectors of columns, each row of B loaded once per 6
+#   broadcasts of A.
+# - Tile transforms over channel-innermost layouts (`_conv_forward_fused`), whole vectors of
+#   channels at a time: the same arithmetic as the `_*_plane` functions below.
 cdef extern from *:
     """
     #include <stddef.h>
     #include <string.h>
 
-    #define DN_GEMM_PARAMS(T) ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A, ptrdiff_t lda, \
-                              const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc, int acc
+    #define DN_GEMM_PARAMS(T) ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A, ptrdiff_t lda, \\
+                              ptrdiff_t csa, const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc, int acc
+    #define DN_TILE_PARAMS(T) const T *src, T *dst, const T *bias, ptrdiff_t C, ptrdiff_t th, \\
+                              ptrdiff_t tw
+    /* The distance between the 16 coefficients of a sample's (16, T, C) coefficient array: T*C
+       and 16 more, so that the 16 streams a transform reads or writes at once do not all fall
+       into the same cache sets when T*C is a multiple of 4 KiB. */
+    #define DN_STRIDE(T, C) ((T) * (C) + 16)
+
+    /* The kernels of one dtype, for one instruction set. */
+    #define DN_DECLARE_TABLE(NAME, T)                                                             \\
+    typedef struct {                                                                              \\
+        void (*gemm)(DN_GEMM_PARAMS(T));                                                          \\
+        void (*input)(DN_TILE_PARAMS(T));                                                         \\
+        void (*input_grad)(DN_TILE_PARAMS(T));                                                    \\
+        void (*output)(DN_TILE_PARAMS(T));                                                        \\
+        void (*output_grad)(DN_TILE_PARAMS(T));                                                   \\
+    } NAME;
+    DN_DECLARE_TABLE(dn_kernels_f32, float)
+    DN_DECLARE_TABLE(dn_kernels_f64, double)
+    static dn_kernels_f32 dn_f32;
+    static dn_kernels_f64 dn_f64;
+    static const char *dn_kernel = "scalar";
 
     #if defined(__GNUC__)
     #define DN_DEFINE_GEMM(NAME, T, VB, ATTR)                                                   \\
     typedef T NAME##_vec __attribute__((vector_size(VB), aligned(sizeof(T))));                \\
     ATTR static inline __attribute__((always_inline)) void                                   \\
     NAME##_block(const int R, const int NV, ptrdiff_t k, const T *A, ptrdiff_t lda,           \\
-                 const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc, int acc) {                   \\
+                 ptrdiff_t csa, const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc, int acc) {    \\
         const ptrdiff_t VL = VB / sizeof(T);                                                  \\
         NAME##_vec c[6][2], b[2];                                                             \\
         for (int r = 0; r < R; r++)                                                           \\
@@ -73,7 +98,7 @@ cdef extern from *:
         for (ptrdiff_t p = 0; p < k; p++) {                                                   \\
             for (int v = 0; v < NV; v++) memcpy(&b[v], B + p * ldb + v * VL, VB);            \\
             for (int r = 0; r < R; r++) {                                                     \\
-                const T a = A[r * lda + p];                                                   \\
+                const T a = A[r * lda + p * csa];                                             \\
                 for (int v = 0; v < NV; v++) c[r][v] += a * b[v];                             \\
             }                                                                                 \\
         }                                                                                     \\
@@ -82,100 +107,171 @@ cdef extern from *:
     }                                                                                         \\
     ATTR static inline __attribute__((always_inline)) void                                   \\
     NAME##_rows(const int R, ptrdiff_t n, ptrdiff_t k, const T *A, ptrdiff_t lda,             \\
-                const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc, int acc) {                    \\
+                ptrdiff_t csa, const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc, int acc) {     \\
         const ptrdiff_t VL = VB / sizeof(T);                                                  \\
         ptrdiff_t j = 0;                                                                      \\
         for (; j + 2 * VL <= n; j += 2 * VL)                                                  \\
-            NAME##_block(R, 2, k, A, lda, B + j, ldb, C + j, ldc, acc);                       \\
+            NAME##_block(R, 2, k, A, lda, csa, B + j, ldb, C + j, ldc, acc);                  \\
         for (; j + VL <= n; j += VL)                                                          \\
-            NAME##_block(R, 1, k, A, lda, B + j, ldb, C + j, ldc, acc);                       \\
+            NAME##_block(R, 1, k, A, lda, csa, B + j, ldb, C + j, ldc, acc);                  \\
         for (; j < n; j++)                                                                    \\
             for (int r = 0; r < R; r++) {                                                     \\
                 T s = acc ? C[r * ldc + j] : (T)0;                                            \\
-                for (ptrdiff_t p = 0; p < k; p++) s += A[r * lda + p] * B[p * ldb + j];       \\
+                for (ptrdiff_t p = 0; p < k; p++) s += A[r * lda + p * csa] * B[p * ldb + j]; \\
                 C[r * ldc + j] = s;                                                           \\
             }                                                                                 \\
     }                                                                                         \\
     ATTR static void NAME(DN_GEMM_PARAMS(T)) {                                               \\
         ptrdiff_t i = 0;                                                                      \\
         for (; i + 6 <= m; i += 6)                                                            \\
-            NAME##_rows(6, n, k, A + i * lda, lda, B, ldb, C + i * ldc, ldc, acc);            \\
+            NAME##_rows(6, n, k, A + i * lda, lda, csa, B, ldb, C + i * ldc, ldc, acc);       \\
         A += i * lda;                                                                         \\
         C += i * ldc;                                                                         \\
         switch (m - i) { /* constant row counts, so each block is unrolled */                 \\
-            case 5: NAME##_rows(5, n, k, A, lda, B, ldb, C, ldc, acc); break;                 \\
-            case 4: NAME##_rows(4, n, k, A, lda, B, ldb, C, ldc, acc); break;                 \\
-            case 3: NAME##_rows(3, n, k, A, lda, B, ldb, C, ldc, acc); break;                 \\
-            case 2: NAME##_rows(2, n, k, A, lda, B, ldb, C, ldc, acc); break;                 \\
-            case 1: NAME##_rows(1, n, k, A, lda, B, ldb, C, ldc, acc); break;                 \\
+            case 5: NAME##_rows(5, n, k, A, lda, csa, B, ldb, C, ldc, acc); break;            \\
+            case 4: NAME##_rows(4, n, k, A, lda, csa, B, ldb, C, ldc, acc); break;            \\
+            case 3: NAME##_rows(3, n, k, A, lda, csa, B, ldb, C, ldc, acc); break;            \\
+            case 2: NAME##_rows(2, n, k, A, lda, csa, B, ldb, C, ldc, acc); break;            \\
+            case 1: NAME##_rows(1, n, k, A, lda, csa, B, ldb, C, ldc, acc); break;            \\
         }                                                                                     \\
     }
+    /* Unaligned load and store of V, a vector type or the scalar type itself. */
+    #define DN_LD(V, p) ({ V dn_v_; memcpy(&dn_v_, (p), sizeof(V)); dn_v_; })
+    #define DN_ST(V, p, x) do { V dn_x_ = (x); memcpy((p), &dn_x_, sizeof(V)); } while (0)
+
+    /* One span of channels [c, c + lanes of V) of one tile. s: the tile's source, o: its
+       destination; row: the distance between image rows, ks: between coefficients. */
+    #define DN_INPUT_SPAN(V, S, s, o, c) {                                                        \\
+        V t_[16];                                                                                 \\
+        for (int j = 0; j < 4; j++) { /* down each column j: BT d */                              \\
+            V d0 = DN_LD(V, s + j * C + c), d1 = DN_LD(V, s + row + j * C + c);                   \\
+            V d2 = DN_LD(V, s + 2 * row + j * C + c), d3 = DN_LD(V, s + 3 * row + j * C + c);     \\
+            t_[j] = d0 - d2; t_[4 + j] = d1 + d2; t_[8 + j] = d2 - d1; t_[12 + j] = d1 - d3;      \\
+        }                                                                                         \\
+        for (int i = 0; i < 4; i++) { /* then across each row i: (BT d) BT^T */                   \\
+            DN_ST(V, o + (4 * i) * ks + c, t_[4 * i] - t_[4 * i + 2]);                            \\
+            DN_ST(V, o + (4 * i + 1) * ks + c, t_[4 * i + 1] + t_[4 * i + 2]);                    \\
+            DN_ST(V, o + (4 * i + 2) * ks + c, t_[4 * i + 2] - t_[4 * i + 1]);                    \\
+            DN_ST(V, o + (4 * i + 3) * ks + c, t_[4 * i + 1] - t_[4 * i + 3]);                    \\
+        }                                                                                         \\
+    }
+    #define DN_INPUT_GRAD_SPAN(V, S, s, o, c) {                                                   \\
+        V g_[16];                                                                                 \\
+        for (int i = 0; i < 4; i++) { /* across each row i: v BT */                               \\
+            V v0 = DN_LD(V, s + (4 * i) * ks + c), v1 = DN_LD(V, s + (4 * i + 1) * ks + c);       \\
+            V v2 = DN_LD(V, s + (4 * i + 2) * ks + c), v3 = DN_LD(V, s + (4 * i + 3) * ks + c);   \\
+            g_[4 * i] = v0; g_[4 * i + 1] = v1 - v2 + v3;                                         \\
+            g_[4 * i + 2] = v1 + v2 - v0; g_[4 * i + 3] = -v3;                                    \\
+        }                                                                                         \\
+        for (int j = 0; j < 4; j++) { /* then down each column j, added into the plane */         \\
+            S *p_ = o + j * C + c;                                                                \\
+            DN_ST(V, p_, DN_LD(V, p_) + g_[j]);                                                   \\
+            DN_ST(V, p_ + row, DN_LD(V, p_ + row) + g_[4 + j] - g_[8 + j] + g_[12 + j]);          \\
+            DN_ST(V, p_ + 2 * row, DN_LD(V, p_ + 2 * row) + g_[4 + j] + g_[8 + j] - g_[j]);       \\
+            DN_ST(V, p_ + 3 * row, DN_LD(V, p_ + 3 * row) - g_[12 + j]);                          \\
+        }                                                                                         \\
+    }
+    #define DN_OUTPUT_SPAN(V, S, s, o, c) {                                                       \\
+        V r0_[4], r1_[4], b_ = DN_LD(V, bias + c);                                                \\
+        for (int l = 0; l < 4; l++) { /* down: AT m, rows 0-2 and 1-3 of column l */              \\
+            V m0 = DN_LD(V, s + l * ks + c), m1 = DN_LD(V, s + (4 + l) * ks + c);                 \\
+            V m2 = DN_LD(V, s + (8 + l) * ks + c), m3 = DN_LD(V, s + (12 + l) * ks + c);          \\
+            r0_[l] = m0 + m1 + m2; r1_[l] = m1 - m2 - m3;                                         \\
+        }                                                                                         \\
+        DN_ST(V, o + c, r0_[0] + r0_[1] + r0_[2] + b_); /* then across: (AT m) AT^T + b */        \\
+        DN_ST(V, o + C + c, r0_[1] - r0_[2] - r0_[3] + b_);                                       \\
+        DN_ST(V, o + row + c, r1_[0] + r1_[1] + r1_[2] + b_);                                     \\
+        DN_ST(V, o + row + C + c, r1_[1] - r1_[2] - r1_[3] + b_);                                 \\
+    }
+    #define DN_OUTPUT_GRAD_SPAN(V, S, s, o, c) {                                                  \\
+        V g00 = DN_LD(V, s + c), g01 = DN_LD(V, s + C + c);                                       \\
+        V g10 = DN_LD(V, s + row + c), g11 = DN_LD(V, s + row + C + c);                           \\
+        V r0_[4] = {g00, g00 + g01, g00 - g01, -g01}; /* across: g AT */                          \\
+        V r1_[4] = {g10, g10 + g11, g10 - g11, -g11};                                             \\
+        for (int l = 0; l < 4; l++) { /* then down: AT^T (g AT) */                                \\
+            DN_ST(V, o + l * ks + c, r0_[l]);                                                     \\
+            DN_ST(V, o + (4 + l) * ks + c, r0_[l] + r1_[l]);                                      \\
+            DN_ST(V, o + (8 + l) * ks + c, r0_[l] - r1_[l]);                                      \\
+            DN_ST(V, o + (12 + l) * ks + c, -r1_[l]);                                             \\
+        }                                                                                         \\
+    }
+
+    /* A transform over every tile of one sample: `s` and `o` point at the tile's first element
+       on each side (the image side is at (2ty, 2tx) of a plane with rows of `row` elements). */
+    #define DN_DEFINE_TILES(FNAME, VEC, T, ATTR, SPAN, ROW, SRC_AT, DST_AT)                       \\
+    ATTR static void FNAME(DN_TILE_PARAMS(T)) {                                                   \\
+        const ptrdiff_t VL = sizeof(VEC) / sizeof(T), ks = DN_STRIDE(th * tw, C), row = (ROW) * C; \\
+        (void)bias;                                                                               \\
+        for (ptrdiff_t ty = 0; ty < th; ty++)                                                     \\
+            for (ptrdiff_t tx = 0; tx < tw; tx++) {                                               \\
+                const ptrdiff_t t = ty * tw + tx, img = 2 * ty * row + 2 * tx * C;                \\
+                (void)t; (void)img;                                                               \\
+                const T *s = src + (SRC_AT);                                                      \\
+                T *o = dst + (DST_AT);                                                            \\
+                ptrdiff_t c = 0;                                                                  \\
+                for (; c + VL <= C; c += VL) SPAN(VEC, T, s, o, c)                                \\
+                for (; c < C; c++) SPAN(T, T, s, o, c)                                            \\
+            }                                                                                     \\
+    }
+
+    /* Both dtypes' GEMM and transforms for one instruction set, and a function installing them. */
+    #define DN_DEFINE_KERNELS(ISA, VB, ATTR)                                                      \\
+    DN_DEFINE_GEMM(dn_##ISA##_sgemm, float, VB, ATTR)                                             \\
+    DN_DEFINE_GEMM(dn_##ISA##_dgemm, double, VB, ATTR)                                            \\
+    DN_DEFINE_KERNELS_OF(ISA, s, float, dn_##ISA##_sgemm_vec, ATTR)                               \\
+    DN_DEFINE_KERNELS_OF(ISA, d, double, dn_##ISA##_dgemm_vec, ATTR)                              \\
+    static void dn_##ISA##_install(void) {                                                        \\
+        dn_f32 = (dn_kernels_f32){dn_##ISA##_sgemm, dn_##ISA##_s_input, dn_##ISA##_s_input_grad,  \\
+                                  dn_##ISA##_s_output, dn_##ISA##_s_output_grad};                 \\
+        dn_f64 = (dn_kernels_f64){dn_##ISA##_dgemm, dn_##ISA##_d_input, dn_##ISA##_d_input_grad,  \\
+                                  dn_##ISA##_d_output, dn_##ISA##_d_output_grad};                 \\
+        dn_kernel = #ISA;                                                                         \\
+    }
+    /* Layouts: images (Hp, Wp, C) with Wp = 2tw + 2 (input side) or (2th, 2tw, C) (output side);
+       coefficients (16, T, C). */
+    #define DN_DEFINE_KERNELS_OF(ISA, P, T, VEC, ATTR)                                            \\
+    DN_DEFINE_TILES(dn_##ISA##_##P##_input, VEC, T, ATTR, DN_INPUT_SPAN, 2 * tw + 2, img, t * C)  \\
+    DN_DEFINE_TILES(dn_##ISA##_##P##_input_grad, VEC, T, ATTR, DN_INPUT_GRAD_SPAN, 2 * tw + 2,    \\
+                    t * C, img)                                                                   \\
+    DN_DEFINE_TILES(dn_##ISA##_##P##_output, VEC, T, ATTR, DN_OUTPUT_SPAN, 2 * tw, t * C, img)    \\
+    DN_DEFINE_TILES(dn_##ISA##_##P##_output_grad, VEC, T, ATTR, DN_OUTPUT_GRAD_SPAN, 2 * tw, img, \\
+                    t * C)
+
     #if defined(__x86_64__) || defined(__i386__)
     #define DN_X86 1
-    DN_DEFINE_GEMM(dn_sgemm_avx512, float, 64, __attribute__((target("avx512f"))))
-    DN_DEFINE_GEMM(dn_dgemm_avx512, double, 64, __attribute__((target("avx512f"))))
-    DN_DEFINE_GEMM(dn_sgemm_avx2, float, 32, __attribute__((target("avx2,fma"))))
-    DN_DEFINE_GEMM(dn_dgemm_avx2, double, 32, __attribute__((target("avx2,fma"))))
+    DN_DEFINE_KERNELS(avx512, 64, __attribute__((target("avx512f"))))
+    DN_DEFINE_KERNELS(avx2, 32, __attribute__((target("avx2,fma"))))
     #endif
-    DN_DEFINE_GEMM(dn_sgemm_vec, float, 16, )
-    DN_DEFINE_GEMM(dn_dgemm_vec, double, 16, )
-    #else
-    #define DN_DEFINE_SCALAR_GEMM(NAME, T)                                                    \\
-    static void NAME(DN_GEMM_PARAMS(T)) {                                                     \\
-        for (ptrdiff_t i = 0; i < m; i++)                                                     \\
-            for (ptrdiff_t j = 0; j < n; j++) {                                               \\
-                T s = acc ? C[i * ldc + j] : (T)0;                                            \\
-                for (ptrdiff_t p = 0; p < k; p++) s += A[i * lda + p] * B[p * ldb + j];       \\
-                C[i * ldc + j] = s;                                                           \\
-            }                                                                                 \\
-    }
-    DN_DEFINE_SCALAR_GEMM(dn_sgemm_scalar, float)
-    DN_DEFINE_SCALAR_GEMM(dn_dgemm_scalar, double)
+    DN_DEFINE_KERNELS(vector, 16, )
     #endif
 
-    static void (*dn_sgemm)(DN_GEMM_PARAMS(float));
-    static void (*dn_dgemm)(DN_GEMM_PARAMS(double));
-    static const char *dn_gemm_kernel = "";
-
-    static void dn_gemm_select(void) {
+    /* Install the kernels named "avx512", "avx2" or "vector" if this CPU and build have them. */
+    static int dn_use(const char *name) {
     #if defined(__GNUC__)
     #if defined(DN_X86)
         __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f")) {
-            dn_sgemm = dn_sgemm_avx512; dn_dgemm = dn_dgemm_avx512; dn_gemm_kernel = "avx512";
-            return;
-        }
-        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-            dn_sgemm = dn_sgemm_avx2; dn_dgemm = dn_dgemm_avx2; dn_gemm_kernel = "avx2";
-            return;
-        }
-    #endif
-        dn_sgemm = dn_sgemm_vec; dn_dgemm = dn_dgemm_vec; dn_gemm_kernel = "vector";
-    #else
-        dn_sgemm = dn_sgemm_scalar; dn_dgemm = dn_dgemm_scalar; dn_gemm_kernel = "scalar";
-    #endif
-    }
-
-    /* Switch to a named kernel ("avx512", "avx2", "vector") if this CPU and build have it. */
-    static int dn_gemm_use(const char *name) {
-    #if defined(__GNUC__)
-    #if defined(DN_X86)
         if (!strcmp(name, "avx512") && __builtin_cpu_supports("avx512f")) {
-            dn_sgemm = dn_sgemm_avx512; dn_dgemm = dn_dgemm_avx512; dn_gemm_kernel = "avx512";
+            dn_avx512_install();
             return 1;
         }
         if (!strcmp(name, "avx2") && __builtin_cpu_supports("avx2")
                 && __builtin_cpu_supports("fma")) {
-            dn_sgemm = dn_sgemm_avx2; dn_dgemm = dn_dgemm_avx2; dn_gemm_kernel = "avx2";
+            dn_avx2_install();
             return 1;
         }
     #endif
         if (!strcmp(name, "vector")) {
-            dn_sgemm = dn_sgemm_vec; dn_dgemm = dn_dgemm_vec; dn_gemm_kernel = "vector";
+            dn_vector_install();
             return 1;
         }
     #endif
+        (void)name;
         return 0;
+    }
+
+    static void dn_select(void) {
+        if (!dn_use("avx512") && !dn_use("avx2"))
+            dn_use("vector");
     }
 
     #ifdef _OPENMP
@@ -185,36 +281,91 @@ cdef extern from *:
     static int dn_max_threads(void) { return 1; }
     #endif
     """
-    void dn_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *A, Py_ssize_t lda,
-                  const float *B, Py_ssize_t ldb, float *C, Py_ssize_t ldc, int acc) noexcept nogil
-    void dn_dgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double *A, Py_ssize_t lda,
-                  const double *B, Py_ssize_t ldb, double *C, Py_ssize_t ldc,
+    ctypedef struct dn_kernels_f32:
+        void gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *A, Py_ssize_t lda,
+                  Py_ssize_t csa, const float *B, Py_ssize_t ldb, float *C, Py_ssize_t ldc,
                   int acc) noexcept nogil
-    const char *dn_gemm_kernel
-    void dn_gemm_select()
-    int dn_gemm_use(const char *name)
+        void input(const float *src, float *dst, const float *bias, Py_ssize_t C,
+                   Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+        void input_grad(const float *src, float *dst, const float *bias, Py_ssize_t C,
+                        Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+        void output(const float *src, float *dst, const float *bias, Py_ssize_t C,
+                    Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+        void output_grad(const float *src, float *dst, const float *bias, Py_ssize_t C,
+                         Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+    ctypedef struct dn_kernels_f64:
+        void gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double *A, Py_ssize_t lda,
+                  Py_ssize_t csa, const double *B, Py_ssize_t ldb, double *C, Py_ssize_t ldc,
+                  int acc) noexcept nogil
+        void input(const double *src, double *dst, const double *bias, Py_ssize_t C,
+                   Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+        void input_grad(const double *src, double *dst, const double *bias, Py_ssize_t C,
+                        Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+        void output(const double *src, double *dst, const double *bias, Py_ssize_t C,
+                    Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+        void output_grad(const double *src, double *dst, const double *bias, Py_ssize_t C,
+                         Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+    dn_kernels_f32 dn_f32
+    dn_kernels_f64 dn_f64
+    const char *dn_kernel
+    void dn_select()
+    int dn_use(const char *name)
     int dn_max_threads() noexcept nogil
+    Py_ssize_t DN_STRIDE(Py_ssize_t T, Py_ssize_t C) noexcept nogil
 
-dn_gemm_select()
-GEMM_KERNEL = dn_gemm_kernel.decode("ascii")
-"""The instruction set of the fused path's small GEMMs, the best this CPU runs: 'avx512',
-'avx2', 'vector' (16-byte vectors) or 'scalar' (no vector extensions: the layers do not use
-the fused path)."""
+dn_select()
+GEMM_KERNEL = dn_kernel.decode("ascii")
+"""The instruction set of the fused path's kernels (small GEMMs and tile transforms), the best
+this CPU runs: 'avx512', 'avx2', 'vector' (16-byte vectors) or 'scalar' (a compiler without
+vector extensions: no fused kernels, and the layers keep the chunked path)."""
 
 
 def use_gemm_kernel(name):
-    """Run the small GEMMs with kernel `name` from now on (tests check every one this CPU
-    has); returns whether this CPU and build have it. `GEMM_KERNEL` keeps the best one."""
-    return bool(dn_gemm_use(name.encode("ascii")))
+    """Run the fused kernels of instruction set `name` from now on (tests check every one this
+    CPU has); returns whether this CPU and build have it. `GEMM_KERNEL` keeps the best one."""
+    return bool(dn_use(name.encode("ascii")))
 
 
 cdef inline void _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *A,
-                       Py_ssize_t lda, const floating *B, Py_ssize_t ldb, floating *C,
-                       Py_ssize_t ldc, int acc) noexcept nogil:
+                       Py_ssize_t lda, Py_ssize_t csa, const floating *B, Py_ssize_t ldb,
+                       floating *C, Py_ssize_t ldc, int acc) noexcept nogil:
     if floating is float:
-        dn_sgemm(m, n, k, A, lda, B, ldb, C, ldc, acc)
+        dn_f32.gemm(m, n, k, A, lda, csa, B, ldb, C, ldc, acc)
     else:
-        dn_dgemm(m, n, k, A, lda, B, ldb, C, ldc, acc)
+        dn_f64.gemm(m, n, k, A, lda, csa, B, ldb, C, ldc, acc)
+
+
+# The tile transforms of one sample (see `_conv_forward_fused`); `bias` only for the output.
+cdef inline void _input_tiles(const floating *xs, floating *Vt, Py_ssize_t C, Py_ssize_t th,
+                              Py_ssize_t tw) noexcept nogil:
+    if floating is float:
+        dn_f32.input(xs, Vt, NULL, C, th, tw)
+    else:
+        dn_f64.input(xs, Vt, NULL, C, th, tw)
+
+
+cdef inline void _input_tiles_grad(const floating *dVt, floating *dxs, Py_ssize_t C,
+                                   Py_ssize_t th, Py_ssize_t tw) noexcept nogil:
+    if floating is float:
+        dn_f32.input_grad(dVt, dxs, NULL, C, th, tw)
+    else:
+        dn_f64.input_grad(dVt, dxs, NULL, C, th, tw)
+
+
+cdef inline void _output_tiles(const floating *Mt, const floating *bias, floating *ys,
+                               Py_ssize_t F, Py_ssize_t th, Py_ssize_t tw) noexcept nogil:
+    if floating is float:
+        dn_f32.output(Mt, ys, bias, F, th, tw)
+    else:
+        dn_f64.output(Mt, ys, bias, F, th, tw)
+
+
+cdef inline void _output_tiles_grad(const floating *dys, floating *dMt, Py_ssize_t F,
+                                    Py_ssize_t th, Py_ssize_t tw) noexcept nogil:
+    if floating is float:
+        dn_f32.output_grad(dys, dMt, NULL, F, th, tw)
+    else:
+        dn_f64.output_grad(dys, dMt, NULL, F, th, tw)
 
 
 # -- planes --------------------------------------------------------------------------------
@@ -393,94 +544,119 @@ cdef void _output_grad_plane(const floating *dy, floating *dM, Py_ssize_t ks, Py
 
 
 # -- fused convolution ---------------------------------------------------------------------
-# One sample at a time per thread: its transform coefficients go into the thread's slice of a
-# workspace, the 16 coefficient GEMMs run on them while they are in cache, and the results are
-# transformed straight into the output (or gradients). Rows of tiles in the workspace are
-# padded to `_padded_tiles` so that the GEMMs run whole vectors; padding columns are zeroed
-# once and stay zero (no transform writes them, and GEMMs of zeros give zeros).
-cdef inline Py_ssize_t _padded_tiles(Py_ssize_t tiles) noexcept nogil:
-    return (tiles + 15) // 16 * 16
+# One sample at a time per thread, everything in the thread's slice of a workspace, so that
+# nothing but the sample's input and output crosses main memory:
+#
+#   x[n] (C, H, W) --transpose--> xs (Hp, Wp, C), zero-bordered
+#   xs --input transform--> Vt (16, T, C)        T = th*tw tiles, channels innermost
+#   Mt[k] = Vt[k] @ U_t[k]                        (T, F) = (T, C) @ (C, F), k = 0..15
+#   Mt --output transform + bias--> ys (2th, 2tw, F) --transpose--> y[n] (F, Ho, Wo)
+#
+# and backward the adjoints, with dU[k] += dMt[k]^T @ Vt[k] summed per thread. Channels (or
+# filters) innermost make every transform a loop over contiguous channels that the compiler
+# vectorizes, with no stride-2 access and no per-row copies; the two transposes per array
+# move a quarter as much data as the coefficients. Workspace layouts are `fused_workspace`'s.
+
+cdef void _to_channels_last(const floating *src, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                            floating *dst, Py_ssize_t row) noexcept nogil:
+    """dst[(h * row + w) * C + c] = src[(c * H + h) * W + w]: a sample's planes (C, H, W) into
+    the workspace's channels-last layout, whose rows hold `row` positions.
+
+    The loop runs through the source in memory order: a sample in main memory then streams in,
+    while the scattered stores land in the cached workspace (read the other way round, each
+    plane row was a separate cache miss, a fifth of the fused convolution's time)."""
+    cdef Py_ssize_t c, h, w
+    cdef const floating *plane
+    for c in range(C):
+        plane = src + c * H * W
+        for h in range(H):
+            for w in range(W):
+                dst[(h * row + w) * C + c] = plane[h * W + w]
 
 
-cdef void _zero_padding(floating *rows, Py_ssize_t nrows, Py_ssize_t tiles,
-                        Py_ssize_t padded) noexcept nogil:
-    cdef Py_ssize_t r
-    if padded > tiles:
-        for r in range(nrows):
-            memset(rows + r * padded + tiles, 0, (padded - tiles) * sizeof(floating))
+cdef void _from_channels_last(const floating *src, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
+                              Py_ssize_t row, floating *dst) noexcept nogil:
+    """The inverse of `_to_channels_last`, in the destination's memory order."""
+    cdef Py_ssize_t c, h, w
+    cdef floating *plane
+    for c in range(C):
+        plane = dst + c * H * W
+        for h in range(H):
+            for w in range(W):
+                plane[h * W + w] = src[(h * row + w) * C + c]
 
 
-cdef void _transpose(const floating *src, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t lds,
-                     floating *dst) noexcept nogil:
-    """dst (cols, rows) = src (rows, cols; row stride lds)^T, in 16x16 blocks for the cache."""
-    cdef Py_ssize_t r0, c0, r, c
-    for r0 in range(0, rows, 16):
-        for c0 in range(0, cols, 16):
-            for c in range(c0, min(c0 + 16, cols)):
-                for r in range(r0, min(r0 + 16, rows)):
-                    dst[c * rows + r] = src[r * lds + c]
-
-
-def _conv_forward_fused(const floating[:, :, :, ::1] x, const floating[:, :, ::1] U,
+def _conv_forward_fused(const floating[:, :, :, ::1] x, const floating[:, :, ::1] U_t,
                         const floating[::1] bias, floating[:, :, :, ::1] y,
                         floating[:, ::1] ws, Py_ssize_t pad):
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t F = y.shape[1], Ho = y.shape[2], Wo = y.shape[3]
-    cdef Py_ssize_t th = (Ho + 1) // 2, tw = (Wo + 1) // 2
-    cdef Py_ssize_t T = th * tw, Tp = _padded_tiles(T)
+    cdef Py_ssize_t th = (Ho + 1) // 2, tw = (Wo + 1) // 2, T = th * tw
+    cdef Py_ssize_t Wp = 2 * tw + 2, xs_size = (2 * th + 2) * Wp * C
     cdef int nthreads = ws.shape[0]
-    cdef floating *V = NULL
-    cdef floating *M = NULL
-    cdef Py_ssize_t n, c, f, k
+    cdef floating *xs = NULL
+    cdef floating *Vt = NULL
+    cdef floating *Mt = NULL
+    cdef floating *ys = NULL
+    cdef Py_ssize_t n, k
     with nogil, parallel(num_threads=nthreads):
-        V = &ws[threadid(), 0]  # (16, C, Tp)
-        M = V + 16 * C * Tp     # (16, F, Tp)
-        _zero_padding(V, 16 * C, T, Tp)
+        xs = &ws[threadid(), 0]
+        Vt = xs + xs_size
+        Mt = Vt + 16 * DN_STRIDE(T, C)
+        ys = Mt + 16 * DN_STRIDE(T, F)
+        memset(xs, 0, xs_size * sizeof(floating))  # the border stays zero
         for n in prange(N, schedule="static"):
-            for c in range(C):
-                _input_plane(&x[n, c, 0, 0], V + c * Tp, C * Tp, H, W, pad, th, tw)
+            _to_channels_last(&x[n, 0, 0, 0], C, H, W, xs + (pad * Wp + pad) * C, Wp)
+            _input_tiles(xs, Vt, C, th, tw)
             for k in range(16):
-                _gemm(F, Tp, C, &U[k, 0, 0], C, V + k * C * Tp, Tp, M + k * F * Tp, Tp, 0)
-            for f in range(F):
-                _output_plane(M + f * Tp, &y[n, f, 0, 0], F * Tp, bias[f], Ho, Wo, th, tw)
+                _gemm(T, F, C, Vt + k * DN_STRIDE(T, C), C, 1, &U_t[k, 0, 0], F,
+                      Mt + k * DN_STRIDE(T, F), F, 0)
+            _output_tiles(Mt, &bias[0], ys, F, th, tw)
+            _from_channels_last(ys, F, Ho, Wo, 2 * tw, &y[n, 0, 0, 0])
 
 
 def _conv_backward_fused(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
-                         const floating[:, :, ::1] U_t, floating[:, :, :, ::1] dx,
+                         const floating[:, :, ::1] U, floating[:, :, :, ::1] dx,
                          floating[:, ::1] ws, Py_ssize_t pad, bint need_dx):
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t F = dy.shape[1], Ho = dy.shape[2], Wo = dy.shape[3]
-    cdef Py_ssize_t th = (Ho + 1) // 2, tw = (Wo + 1) // 2
-    cdef Py_ssize_t T = th * tw, Tp = _padded_tiles(T)
+    cdef Py_ssize_t th = (Ho + 1) // 2, tw = (Wo + 1) // 2, T = th * tw
+    cdef Py_ssize_t Wp = 2 * tw + 2, xs_size = (2 * th + 2) * Wp * C, ys_size = 4 * T * F
     cdef int nthreads = ws.shape[0]
     cdef floating *dU = NULL
+    cdef floating *xs = NULL
     cdef floating *Vt = NULL
-    cdef floating *dM = NULL
-    cdef floating *V = NULL
-    cdef Py_ssize_t n, c, f, k
+    cdef floating *dys = NULL
+    cdef floating *dMt = NULL
+    cdef floating *dVt = NULL
+    cdef floating *dxs = NULL
+    cdef Py_ssize_t n, k
     with nogil, parallel(num_threads=nthreads):
-        dU = &ws[threadid(), 0]   # (16, F, C): this thread's share of the filter gradient
-        Vt = dU + 16 * F * C      # (16, T, C): the input coefficients, tile-major
-        dM = Vt + 16 * T * C      # (16, F, Tp)
-        V = dM + 16 * F * Tp      # (16, C, Tp): the input coefficients, then their gradient
+        dU = &ws[threadid(), 0]  # (16, F, C): this thread's share of the filter gradient
+        xs = dU + 16 * F * C
+        Vt = xs + xs_size
+        dys = Vt + 16 * DN_STRIDE(T, C)  # (2th, 2tw, F): dout[n], zeros beyond (Ho, Wo)
+        dMt = dys + ys_size
+        dVt = dMt + 16 * DN_STRIDE(T, F)
+        dxs = dVt + 16 * DN_STRIDE(T, C)
         memset(dU, 0, 16 * F * C * sizeof(floating))
-        _zero_padding(dM, 16 * F, T, Tp)
-        _zero_padding(V, 16 * C, T, Tp)
+        memset(xs, 0, xs_size * sizeof(floating))
+        memset(dys, 0, ys_size * sizeof(floating))
         for n in prange(N, schedule="static"):
-            for c in range(C):
-                _input_plane(&x[n, c, 0, 0], V + c * Tp, C * Tp, H, W, pad, th, tw)
-            for k in range(16):
-                _transpose(V + k * C * Tp, C, T, Tp, Vt + k * T * C)
-            for f in range(F):
-                _output_grad_plane(&dy[n, f, 0, 0], dM + f * Tp, F * Tp, Ho, Wo, th, tw)
-            for k in range(16):  # dU[k] += dM[k] @ V[k]^T
-                _gemm(F, C, T, dM + k * F * Tp, Tp, Vt + k * T * C, C, dU + k * F * C, C, 1)
+            _to_channels_last(&x[n, 0, 0, 0], C, H, W, xs + (pad * Wp + pad) * C, Wp)
+            _input_tiles(xs, Vt, C, th, tw)
+            _to_channels_last(&dy[n, 0, 0, 0], F, Ho, Wo, dys, 2 * tw)
+            _output_tiles_grad(dys, dMt, F, th, tw)
+            for k in range(16):  # dU[k] += dMt[k]^T @ Vt[k]: (F, T) @ (T, C)
+                _gemm(F, C, T, dMt + k * DN_STRIDE(T, F), 1, F, Vt + k * DN_STRIDE(T, C), C,
+                      dU + k * F * C, C, 1)
             if need_dx:
-                for k in range(16):  # dV[k] = U[k]^T @ dM[k]
-                    _gemm(C, Tp, F, &U_t[k, 0, 0], F, dM + k * F * Tp, Tp, V + k * C * Tp,
-                          Tp, 0)
-                for c in range(C):
-                    _input_grad_plane(V + c * Tp, &dx[n, c, 0, 0], C * Tp, H, W, pad, th, tw)
+                for k in range(16):  # dVt[k] = dMt[k] @ U[k]: (T, F) @ (F, C)
+                    _gemm(T, C, F, dMt + k * DN_STRIDE(T, F), F, 1, &U[k, 0, 0], C,
+                          dVt + k * DN_STRIDE(T, C), C, 0)
+                memset(dxs, 0, xs_size * sizeof(floating))
+                _input_tiles_grad(dVt, dxs, C, th, tw)
+                _from_channels_last(dxs + (pad * Wp + pad) * C, C, H, W, Wp, &dx[n, 0, 0, 0])
 
 
 def max_threads():
@@ -493,11 +669,11 @@ def fused_workspace(C, F, H, W, pad, backward):
     `winograd_conv_backward`, rounded up to whole 128-byte lines of float64."""
     th, tw = _tiles((1, C, H, W), pad)
     T = th * tw
-    Tp = _padded_tiles(T)
-    if backward:
-        size = 16 * (F * C + T * C + F * Tp + C * Tp)
-    else:
-        size = 16 * Tp * (C + F)
+    xs = (2 * th + 2) * (2 * tw + 2) * C
+    if backward:  # dU, xs, Vt, dys, dMt, dVt, dxs
+        size = 16 * F * C + xs + 4 * T * F + 16 * (2 * (T * C + 16) + T * F + 16) + xs
+    else:  # xs, Vt, Mt, ys
+        size = xs + 16 * (T * C + 16) + 16 * (T * F + 16) + 4 * T * F
     return (size + 15) // 16 * 16
 
 
@@ -508,45 +684,55 @@ def _check_workspace(ws, C, F, H, W, pad, backward, dtype):
         raise ValueError(f"ws must have shape (threads >= 1, >= {need}), got {ws.shape}")
 
 
-def winograd_conv_forward(x, U, bias, pad, y, ws):
-    """The whole forward convolution, fused per sample: x (N, C, H, W), U (16, F, C) (the
-    transformed filters), bias (F,) -> y (N, F, Ho, Wo), in place; returns y.
+def _check_fused_kernels():
+    if GEMM_KERNEL == "scalar":
+        raise RuntimeError("the fused Winograd kernels need a C compiler with vector "
+                           "extensions (GCC or clang); this build has none")
+
+
+def _check_filters(name, U, shape, dtype):
+    _check(name, U, 3, dtype)
+    if U.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {U.shape}")
+
+
+def winograd_conv_forward(x, U_t, bias, pad, y, ws):
+    """The whole forward convolution, fused per sample: x (N, C, H, W), U_t (16, C, F) (the
+    transformed filters, transposed), bias (F,) -> y (N, F, Ho, Wo), in place; returns y.
 
     ws: (threads, >= fused_workspace(..., backward=False)) scratch, one row per thread
     (`max_threads()` rows use every core).
     """
     _check("x", x, 4)
     _check("y", y, 4, x.dtype)
-    _check("U", U, 3, x.dtype)
     _check("bias", bias, 1, x.dtype)
     N, C, H, W = x.shape
-    F = U.shape[1]
-    th, tw = _tiles(x.shape, pad)
-    if U.shape != (16, F, C) or bias.shape != (F,):
-        raise ValueError(f"U {U.shape} and bias {bias.shape} do not fit x {x.shape}")
+    F = bias.shape[0]
+    _tiles(x.shape, pad)
+    _check_filters("U_t", U_t, (16, C, F), x.dtype)
     if y.shape != (N, F, H + 2 * pad - 2, W + 2 * pad - 2):
         raise ValueError(f"y must have shape {(N, F, H + 2 * pad - 2, W + 2 * pad - 2)}, "
                          f"got {y.shape}")
     _check_workspace(ws, C, F, H, W, pad, False, x.dtype)
-    _conv_forward_fused(x, U, bias, y, ws, pad)
+    _check_fused_kernels()
+    _conv_forward_fused(x, U_t, bias, y, ws, pad)
     return y
 
 
-def winograd_conv_backward(dout, x, U_t, pad, dx, ws):
-    """Gradients of `winograd_conv_forward`, fused per sample: dout (N, F, Ho, Wo), x, U_t
-    (16, C, F) (the transformed filters, transposed) -> dx (N, C, H, W) filled in place (or
-    None: skipped), and returns dU (16, F, C), the gradient of U.
+def winograd_conv_backward(dout, x, U, pad, dx, ws):
+    """Gradients of `winograd_conv_forward`, fused per sample: dout (N, F, Ho, Wo), x, U
+    (16, F, C) (the transformed filters) -> dx (N, C, H, W) filled in place (or None:
+    skipped), and returns dU (16, F, C), the gradient of U.
 
     ws: (threads, >= fused_workspace(..., backward=True)); each thread sums its samples'
     share of dU in its row, and the rows are added in order at the end.
     """
     _check("x", x, 4)
     _check("dout", dout, 4, x.dtype)
-    _check("U_t", U_t, 3, x.dtype)
     N, C, H, W = x.shape
     F = dout.shape[1]
-    if U_t.shape != (16, C, F):
-        raise ValueError(f"U_t must have shape {(16, C, F)}, got {U_t.shape}")
+    _tiles(x.shape, pad)
+    _check_filters("U", U, (16, F, C), x.dtype)
     if dout.shape != (N, F, H + 2 * pad - 2, W + 2 * pad - 2):
         raise ValueError(f"dout must have shape {(N, F, H + 2 * pad - 2, W + 2 * pad - 2)}, "
                          f"got {dout.shape}")
@@ -555,8 +741,9 @@ def winograd_conv_backward(dout, x, U_t, pad, dx, ws):
         if dx.shape != x.shape:
             raise ValueError(f"dx must have shape {x.shape}, got {dx.shape}")
     _check_workspace(ws, C, F, H, W, pad, True, x.dtype)
+    _check_fused_kernels()
     skipped = np.empty((0, 0, 0, 0), dtype=x.dtype)  # a typed stand-in, never indexed
-    _conv_backward_fused(dout, x, U_t, skipped if dx is None else dx, ws, pad, dx is not None)
+    _conv_backward_fused(dout, x, U, skipped if dx is None else dx, ws, pad, dx is not None)
     return ws[:, :16 * F * C].sum(axis=0).reshape(16, F, C)
 
 

@@ -85,8 +85,9 @@ def forward_fused(be, x, w, b, pad):
     F = w.shape[0]
     ws, = _scratch.arrays(be, x.dtype, (wino.max_threads(),
                                         wino.fused_workspace(C, F, H, W, pad, False)))
+    U_t = be.xp.ascontiguousarray(reference.winograd_filter(be.xp, w).transpose(0, 2, 1))
     out = be.xp.empty((N, F, H + 2 * pad - 2, W + 2 * pad - 2), dtype=x.dtype)
-    return wino.winograd_conv_forward(x, reference.winograd_filter(be.xp, w), b, pad, out, ws)
+    return wino.winograd_conv_forward(x, U_t, b, pad, out, ws)
 
 
 def backward_fused(be, dout, x, w, pad, need_dx=True):
@@ -94,11 +95,10 @@ def backward_fused(be, dout, x, w, pad, need_dx=True):
     xp, wino = be.xp, be.winograd_fused
     N, C, H, W = x.shape
     F = w.shape[0]
-    U_t = xp.ascontiguousarray(reference.winograd_filter(xp, w).transpose(0, 2, 1))
     ws, = _scratch.arrays(be, x.dtype, (wino.max_threads(),
                                         wino.fused_workspace(C, F, H, W, pad, True)))
     dx = xp.empty_like(x) if need_dx else None
-    dU = wino.winograd_conv_backward(dout, x, U_t, pad, dx, ws)
+    dU = wino.winograd_conv_backward(dout, x, reference.winograd_filter(xp, w), pad, dx, ws)
     return dx, reference.winograd_filter_grad(xp, dU)
 
 

@@ -189,9 +189,10 @@ def test_fused_convolution_equals_the_reference(gemm_kernel, dtype, threads, geo
     w = _random((F, C, 3, 3), dtype, seed + 1)
     b = _random((F,), dtype, seed + 2)
     U = reference.winograd_filter(np, w)
+    U_t = np.ascontiguousarray(U.transpose(0, 2, 1))
     ws = np.full((threads, cy.fused_workspace(C, F, H, W, pad, False) + 7), np.nan, dtype)
     y = np.full((N, F, H + 2 * pad - 2, W + 2 * pad - 2), np.nan, dtype)
-    assert cy.winograd_conv_forward(x, U, b, pad, y, ws) is y
+    assert cy.winograd_conv_forward(x, U_t, b, pad, y, ws) is y
     np.testing.assert_allclose(y, _winograd_conv(x, w, b, pad), rtol=tol, atol=tol * 10)
 
     dout = _random(y.shape, dtype, seed + 3)
@@ -199,38 +200,39 @@ def test_fused_convolution_equals_the_reference(gemm_kernel, dtype, threads, geo
     dM = reference.winograd_output_grad(np, dout)
     ws = np.full((threads, cy.fused_workspace(C, F, H, W, pad, True)), np.nan, dtype)
     dx = np.full_like(x, np.nan)
-    dU = cy.winograd_conv_backward(dout, x, np.ascontiguousarray(U.transpose(0, 2, 1)), pad,
-                                   dx, ws)
+    dU = cy.winograd_conv_backward(dout, x, U, pad, dx, ws)
     assert dU.dtype == dtype
     np.testing.assert_allclose(dU, dM @ V.transpose(0, 2, 1), rtol=tol, atol=tol * 100)
     dV = U.transpose(0, 2, 1) @ dM
     np.testing.assert_allclose(dx, reference.winograd_input_grad(np, dV, x.shape, pad),
                                rtol=tol, atol=tol * 100)
     ws[...] = np.nan
-    dU_only = cy.winograd_conv_backward(dout, x, np.ascontiguousarray(U.transpose(0, 2, 1)),
-                                        pad, None, ws)
+    dU_only = cy.winograd_conv_backward(dout, x, U, pad, None, ws)
     np.testing.assert_array_equal(dU_only, dU)
 
 
 def test_fused_kernels_reject_bad_arrays():
     x = np.zeros((2, 3, 8, 8), np.float32)
     U = np.zeros((16, 4, 3), np.float32)
+    U_t = np.zeros((16, 3, 4), np.float32)
     b = np.zeros(4, np.float32)
     y = np.zeros((2, 4, 8, 8), np.float32)
     need = cy.fused_workspace(3, 4, 8, 8, 1, False)
     with pytest.raises(ValueError, match=rf"ws must have shape \(threads >= 1, >= {need}\)"):
-        cy.winograd_conv_forward(x, U, b, 1, y, np.zeros((2, need - 1), np.float32))
+        cy.winograd_conv_forward(x, U_t, b, 1, y, np.zeros((2, need - 1), np.float32))
     with pytest.raises(TypeError, match="ws must have dtype float32"):
-        cy.winograd_conv_forward(x, U, b, 1, y, np.zeros((2, need)))
-    with pytest.raises(ValueError, match="do not fit x"):
-        cy.winograd_conv_forward(x, U[:, :, :2].copy(), b, 1, y, np.zeros((2, need), np.float32))
-    with pytest.raises(ValueError, match=r"y must have shape \(2, 4, 6, 6\)"):
-        cy.winograd_conv_forward(x, U, b, 0, y, np.zeros((2, need), np.float32))
-    ws = np.zeros((1, cy.fused_workspace(3, 4, 8, 8, 1, True)), np.float32)
+        cy.winograd_conv_forward(x, U_t, b, 1, y, np.zeros((2, need)))
     with pytest.raises(ValueError, match=r"U_t must have shape \(16, 3, 4\)"):
-        cy.winograd_conv_backward(y, x, U, 1, None, ws)
+        cy.winograd_conv_forward(x, U, b, 1, y, np.zeros((2, need), np.float32))
+    with pytest.raises(ValueError, match=r"y must have shape \(2, 4, 6, 6\)"):
+        cy.winograd_conv_forward(x, U_t, b, 0, y, np.zeros((2, need), np.float32))
+    with pytest.raises(ValueError, match="bad Winograd geometry"):
+        cy.winograd_conv_forward(x[:, :, :1, :1].copy(), U_t, b, 0, y, np.zeros((2, need), np.float32))
+    ws = np.zeros((1, cy.fused_workspace(3, 4, 8, 8, 1, True)), np.float32)
+    with pytest.raises(ValueError, match=r"U must have shape \(16, 4, 3\)"):
+        cy.winograd_conv_backward(y, x, U_t, 1, None, ws)
     with pytest.raises(ValueError, match="dx must have shape"):
-        cy.winograd_conv_backward(y, x, np.zeros((16, 3, 4), np.float32), 1, y, ws)
+        cy.winograd_conv_backward(y, x, U, 1, y, ws)
 
 
 def test_gemm_kernels_are_chosen_by_what_the_cpu_runs():
