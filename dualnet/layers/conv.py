@@ -171,16 +171,17 @@ def _host_path(be):
     return getattr(be, "kernels_take_out", False)
 
 
-def _algorithm(be, w, stride, Ho, outputs):
-    """'winograd', 'im2col', 'im2col-pairs' or 'im2col-portable' (see the module docstring);
-    outputs = N*Ho*Wo."""
+def _algorithm(be, w, stride, Ho, N, outputs):
+    """'winograd', 'im2col', 'im2col-pairs' or 'im2col-portable' (see the module docstring;
+    `conv_forward_fast` then takes Winograd's fused variant where it can); outputs = N*Ho*Wo."""
     if not _host_path(be):
         return "im2col-portable"
     if _algorithms == "im2col":
         return "im2col"
     if stride == 1 and tuple(w.shape[2:]) == (3, 3) and (
             _algorithms == "winograd"
-            or (be.winograd_compiled and _winograd_pays(w.shape[1], outputs))):
+            or (be.winograd_compiled
+                and _winograd_pays(w.shape[1], outputs, winograd.fused_applies(be, N)))):
         return "winograd"
     if _algorithms == "auto" and conv_host.outputs_per_column(
             w.shape[0], w.shape[2], stride, Ho) == 2:
@@ -188,15 +189,19 @@ def _algorithm(be, w, stride, Ho, outputs):
     return "im2col"
 
 
-def _winograd_pays(C, outputs):
-    """Whether Winograd beats im2col for C input channels and N*Ho*Wo outputs per filter.
+def _winograd_pays(C, outputs, fused):
+    """Whether Winograd beats im2col for C input channels and N*Ho*Wo outputs per filter,
+    `fused`: on the fused path.
 
-    Its 16 GEMMs have inner dimension C: with few channels they run slowly and the transforms
-    dominate. `bench/conv_algorithms.py` measured (2-core EPYC, float32, fwd+bwd, compiled
-    transforms) Winograd/im2col time ratios of 0.5-0.96 for C >= 64, 0.75-1.04 for C = 32
-    from 8192 outputs (1.0-1.16 below), 0.9-1.7 for C = 16 and about 2 for C = 3. The
-    NumPy fallback transforms are slower still, so 'auto' asks only with compiled ones.
+    Its 16 GEMMs have inner dimension C: with few channels the transforms dominate.
+    `bench/conv_algorithms.py` measured (2-core EPYC, float32, fwd+bwd, compiled kernels)
+    Winograd/im2col time ratios, fused: 0.19-0.55 for C >= 32, 0.37-1.03 for C = 16 (0.8 on
+    average), 0.9-4.9 for C = 3; chunked (an older, AVX2-only EPYC): 0.5-0.96 for C >= 64,
+    0.75-1.04 for C = 32 from 8192 outputs (1.0-1.16 below), 0.9-1.7 for C = 16. The NumPy
+    fallback transforms are slower still, so 'auto' asks only with compiled ones.
     """
+    if fused:
+        return C >= 16
     return C >= 64 or (C >= 32 and outputs >= 8192)
 
 
@@ -211,7 +216,7 @@ def conv_forward_fast(x, w, b, conv_param):
     b = xp.ascontiguousarray(b)
     N, C, H, W = x.shape
     F = w.shape[0]
-    algo = _algorithm(be, w, stride, Ho, N * Ho * Wo)
+    algo = _algorithm(be, w, stride, Ho, N, N * Ho * Wo)
     q = 2 if algo == "im2col-pairs" else 1
     if algo == "winograd" and winograd.fused_applies(be, N) and (
             winograd.fused_bytes(be, C, F, H, W, pad, x.itemsize)

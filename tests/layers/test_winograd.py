@@ -68,20 +68,26 @@ def test_only_3x3_stride_1_on_the_numpy_backend_takes_it(winograd):
         conv.set_algorithm("fft")
 
 
-def test_auto_takes_it_where_there_are_enough_channels():
+@pytest.mark.parametrize("fused", [True, False])
+def test_auto_takes_it_where_there_are_enough_channels(monkeypatch, fused):
+    monkeypatch.setattr(winograd_layer, "fused_enabled", fused)
     assert conv.set_algorithm("auto") == "auto"  # the default
     be = backend.get("numpy")
-    x = np.zeros((2, 64, 4, 4), np.float32)
-    assert _algorithm(x, np.zeros((8, 64, 3, 3), np.float32), {"stride": 1, "pad": 1}) \
-        == _winograd_variant(be, 2)
-    # 32 channels: only with at least 8192 outputs per filter
-    x = np.zeros((8, 32, 32, 32), np.float32)
-    assert _algorithm(x, np.zeros((8, 32, 3, 3), np.float32), {"stride": 1, "pad": 1}) \
-        == _winograd_variant(be, 8)
-    assert _algorithm(x[:2], np.zeros((8, 32, 3, 3), np.float32), {"stride": 1, "pad": 1}) \
-        == "im2col"
+    fused = winograd_layer.fused_applies(be, 64)
+    param = {"stride": 1, "pad": 1}
+    x = np.zeros((64, 64, 4, 4), np.float32)
+    assert _algorithm(x, np.zeros((8, 64, 3, 3), np.float32), param) == _winograd_variant(be, 64)
+    # 16 channels: on the fused path only
     x = np.zeros((64, 16, 16, 16), np.float32)
-    assert _algorithm(x, np.zeros((8, 16, 3, 3), np.float32), {"stride": 1, "pad": 1}) == "im2col"
+    assert _algorithm(x, np.zeros((8, 16, 3, 3), np.float32), param) \
+        == ("winograd-fused" if fused else "im2col")
+    # 3 channels: never
+    x = np.zeros((64, 3, 16, 16), np.float32)
+    assert _algorithm(x, np.zeros((8, 3, 3, 3), np.float32), param) == "im2col"
+    if not fused:  # 32 channels on the chunked path: only with at least 8192 outputs per filter
+        x = np.zeros((8, 32, 32, 32), np.float32)
+        assert _algorithm(x, np.zeros((8, 32, 3, 3), np.float32), param) == "winograd"
+        assert _algorithm(x[:2], np.zeros((8, 32, 3, 3), np.float32), param) == "im2col"
 
 
 @st.composite
