@@ -12,10 +12,20 @@ import sys
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
+# Sources every module compiles in beside its own .pyx (dualnet.backend hashes the same list).
+SHARED_SOURCES = ("microkernels.h", "microkernels.pxd")
+
+
+def _sources(name):
+    return [os.path.join("dualnet", "kernels", f) for f in (f"{name}.pyx", *SHARED_SOURCES)]
+
 
 def _sha256(name):
-    with open(os.path.join("dualnet", "kernels", f"{name}.pyx"), "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()
+    digest = hashlib.sha256()
+    for path in _sources(name):
+        with open(path, "rb") as fh:
+            digest.update(fh.read())
+    return digest.hexdigest()
 
 
 def _extensions():
@@ -32,6 +42,7 @@ def _extensions():
             f"dualnet.kernels._{name}",
             [f"dualnet/kernels/{name}.pyx"],
             include_dirs=[numpy.get_include()],
+            depends=_sources(name)[1:],
             # the module records which source it was built from: dualnet.backend refuses a
             # stale build (one an editable install kept after its rebuild failed)
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),

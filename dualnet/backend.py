@@ -150,6 +150,14 @@ class NumpyBackend(Backend):
         return self._wino is not None
 
     @property
+    def im2col_fused(self):
+        """The compiled module whose fused im2col convolution (a sample's patches and small
+        vectorized GEMMs in a thread's cache) the layers may use, or None."""
+        if self._ext is None or self._ext.FUSED_KERNEL == "scalar":
+            return None
+        return self._ext
+
+    @property
     def winograd_fused(self):
         """The compiled module whose fused Winograd convolution (transforms and small
         vectorized GEMMs per sample, in cache) the layers may use, or None: not compiled, or
@@ -271,13 +279,22 @@ def _load_cython_kernels(module):
     return None, reason
 
 
+#: Sources compiled into every kernel module beside its .pyx (setup.py's SHARED_SOURCES).
+_SHARED_SOURCES = ("microkernels.h", "microkernels.pxd")
+
+
 def _stale_reason(ext, module):
-    """Why compiled `ext` does not match its installed source, or None when it does."""
-    source = Path(__file__).parent / "kernels" / f"{module.lstrip('_')}.pyx"
-    if not source.exists():  # an install without sources: nothing to compare
+    """Why compiled `ext` does not match its installed sources, or None when it does."""
+    kernels = Path(__file__).parent / "kernels"
+    source = kernels / f"{module.lstrip('_')}.pyx"
+    paths = [source, *(kernels / name for name in _SHARED_SOURCES)]
+    if not all(p.exists() for p in paths):  # an install without sources: nothing to compare
         return None
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
     built_from = getattr(ext, "SOURCE_SHA256", None)  # None: built before hashes were recorded
-    if built_from == "" or built_from == hashlib.sha256(source.read_bytes()).hexdigest():
+    if built_from == "" or built_from == digest.hexdigest():
         return None  # "": built without setup.py (e.g. cythonize -i), source unknown
     return (f"dualnet.kernels.{module} was built from another version of {source.name} "
             f"(rebuild it: pip install -e .)")

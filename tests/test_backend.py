@@ -121,3 +121,17 @@ def test_a_stale_extension_is_refused_with_the_reason(monkeypatch, capsys):
     assert "rebuild it: pip install -e ." in capsys.readouterr().err
     backend.NumpyBackend()
     assert capsys.readouterr().err == ""  # said once
+
+
+def test_the_stale_check_hashes_the_sources_setup_py_compiles():
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).parents[1] / "setup.py").read_text())
+    shared = next(ast.literal_eval(node.value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Assign)
+                  and getattr(node.targets[0], "id", None) == "SHARED_SOURCES")
+    assert shared == backend._SHARED_SOURCES
+    be = backend.NumpyBackend()
+    if be.winograd_compiled:  # a fresh build is accepted
+        assert backend._stale_reason(be._wino, "_winograd") is None

@@ -14,6 +14,8 @@ Built as `dualnet.kernels._im2col`. The layouts are those of `dualnet/kernels/re
 - `avgpool_forward/avgpool_backward` likewise, without argmax.
 - `rows_to_nchw(rows, bias, out, q)` / `nchw_to_rows(dout, rows, q)`: the fast convolution's
   GEMM rows (q*F, N*(Ho/q)*Wo) to NCHW (N, F, Ho, Wo) plus bias, and back.
+- `conv_forward_fused` / `conv_backward_fused`: a whole convolution, one sample per thread at a
+  time: its patches in the thread's cache and the small GEMMs of `microkernels.h`.
 
 Every kernel works on whole (n, c) planes, one plane per loop iteration, and those iterations
 run in parallel under OpenMP when the extension was built with it. Sums into one plane happen
@@ -24,9 +26,11 @@ float32 stays float32 (fused types); inputs must be C-contiguous (the layers ens
 
 import numpy as np
 
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
+
+from dualnet.kernels.microkernels cimport dn_f32, dn_f64, dn_kernel, dn_max_threads, dn_select
 
 # The SHA-256 of this file as it was compiled, defined by setup.py (empty when built another
 # way): dualnet.backend compares it with the installed source and refuses a stale build.
@@ -44,6 +48,21 @@ SOURCE_SHA256 = DUALNET_SOURCE_SHA256.decode("ascii")
 ctypedef fused floating:
     float
     double
+
+
+dn_select()
+FUSED_KERNEL = dn_kernel.decode("ascii")
+"""The instruction set of the fused convolution's GEMMs (see `microkernels.h`): 'avx512',
+'avx2', 'vector', or 'scalar' (no fused kernels in this build)."""
+
+
+cdef inline void _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *A,
+                       Py_ssize_t lda, Py_ssize_t csa, const floating *B, Py_ssize_t ldb,
+                       floating *C, Py_ssize_t ldc, int acc) noexcept nogil:
+    if floating is float:
+        dn_f32.gemm(m, n, k, A, lda, csa, B, ldb, C, ldc, acc)
+    else:
+        dn_f64.gemm(m, n, k, A, lda, csa, B, ldb, C, ldc, acc)
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -280,6 +299,145 @@ def col2im(cols, x_shape, HH, WW, pad, stride, out=None):
 # The fast convolution's GEMMs hold a chunk's outputs as rows: (q*F, N*(Ho/q)*Wo), row s*F + f
 # holding filter f's output rows q*hp + s (hp = 0 .. Ho/q - 1) one sample after another; q is
 # 1, or 2 when the host convolution computes vertical output pairs (`layers/conv_host.py`).
+# -- fused convolution ---------------------------------------------------------------------
+# Per sample, in the thread's workspace row (K = C*HH*WW, P = Ho*Wo):
+#   forward   cols (K, P) = im2col(x[n]);  y[n] (F, P) = bias + w (F, K) @ cols
+#   backward  cols again;  dyt (P, F) = dout[n]^T;  dWt (K, F) += cols @ dyt   (per thread)
+#             dcols (K, P) = w^T @ dout[n] (into cols);  dx[n] = col2im(dcols)
+# The output is NCHW as the GEMM writes it, and nothing but x, dout and the results crosses
+# main memory.
+def _conv_forward_fused(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
+                        const floating[::1] bias, floating[:, :, ::1] y, floating[:, ::1] ws,
+                        Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad, Py_ssize_t stride,
+                        Py_ssize_t Ho, Py_ssize_t Wo):
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = w2.shape[0], K = w2.shape[1], P = Ho * Wo
+    cdef int nthreads = ws.shape[0]
+    cdef floating *cols = NULL
+    cdef floating *out
+    cdef Py_ssize_t n, c, f, p
+    with nogil, parallel(num_threads=nthreads):
+        cols = &ws[threadid(), 0]
+        for n in prange(N, schedule="static"):
+            for c in range(C):
+                _im2col_plane(&x[n, c, 0, 0], cols + c * HH * WW * P, P, H, W, HH, WW, pad,
+                              stride, stride, Ho, Wo)
+            for f in range(F):
+                out = &y[n, f, 0]
+                for p in range(P):
+                    out[p] = bias[f]
+            _gemm(F, P, K, &w2[0, 0], K, 1, cols, P, &y[n, 0, 0], P, 1)
+
+
+def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, ::1] x,
+                         const floating[:, ::1] w2, floating[:, :, :, ::1] dx,
+                         floating[:, ::1] ws, Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad,
+                         Py_ssize_t stride, Py_ssize_t Ho, Py_ssize_t Wo, bint need_dx):
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = w2.shape[0], K = w2.shape[1], P = Ho * Wo
+    cdef int nthreads = ws.shape[0]
+    cdef floating *dWt = NULL
+    cdef floating *cols = NULL
+    cdef floating *dyt = NULL
+    cdef const floating *g
+    cdef Py_ssize_t n, c, f, p
+    with nogil, parallel(num_threads=nthreads):
+        dWt = &ws[threadid(), 0]  # (K, F): this thread's share of the filter gradient
+        cols = dWt + K * F
+        dyt = cols + K * P
+        memset(dWt, 0, K * F * sizeof(floating))
+        for n in prange(N, schedule="static"):
+            for c in range(C):
+                _im2col_plane(&x[n, c, 0, 0], cols + c * HH * WW * P, P, H, W, HH, WW, pad,
+                              stride, stride, Ho, Wo)
+            for f in range(F):  # read dout in memory order; the scattered writes stay in cache
+                g = &dy[n, f, 0]
+                for p in range(P):
+                    dyt[p * F + f] = g[p]
+            _gemm(K, F, P, cols, P, 1, dyt, F, dWt, F, 1)
+            if need_dx:
+                _gemm(K, P, F, &w2[0, 0], 1, K, &dy[n, 0, 0], P, cols, P, 0)
+                for c in range(C):
+                    _col2im_plane(cols + c * HH * WW * P, &dx[n, c, 0, 0], P, H, W, HH, WW,
+                                  pad, stride, stride, Ho, Wo)
+
+
+def max_threads():
+    """The threads the fused kernels run on (OpenMP's count; 1 when built without it)."""
+    return dn_max_threads()
+
+
+def fused_workspace(C, F, HH, WW, Ho, Wo, backward):
+    """Elements of one thread's workspace for `conv_forward_fused` (backward=False) or
+    `conv_backward_fused`, rounded up to whole 128-byte lines of float64."""
+    K, P = C * HH * WW, Ho * Wo
+    size = K * F + K * P + P * F if backward else K * P
+    return (size + 15) // 16 * 16
+
+
+def _check_fused(x, w, pad, stride, ws, backward):
+    """(Ho, Wo) of a valid fused call; real exceptions, the kernels read raw memory."""
+    _check("x", x, 4)
+    _check("w", w, 4)
+    _check("ws", ws, 2)
+    if w.dtype != x.dtype or ws.dtype != x.dtype:
+        raise ValueError(f"w and ws must have x's dtype {x.dtype}, got {w.dtype} and {ws.dtype}")
+    if FUSED_KERNEL == "scalar":
+        raise RuntimeError("the fused convolution needs a C compiler with vector extensions "
+                           "(GCC or clang); this build has none")
+    N, C, H, W = x.shape
+    F, Cw, HH, WW = w.shape
+    if Cw != C:
+        raise ValueError(f"w {w.shape} does not fit x {x.shape}")
+    _check_geometry(H, HH, pad, stride, "height")
+    _check_geometry(W, WW, pad, stride, "width")
+    Ho, Wo = (H + 2 * pad - HH) // stride + 1, (W + 2 * pad - WW) // stride + 1
+    need = fused_workspace(C, F, HH, WW, Ho, Wo, backward)
+    if ws.shape[0] < 1 or ws.shape[1] < need:
+        raise ValueError(f"ws must have shape (threads >= 1, >= {need}), got {ws.shape}")
+    return Ho, Wo
+
+
+def conv_forward_fused(x, w, bias, pad, stride, y, ws):
+    """x (N, C, H, W), w (F, C, HH, WW), bias (F,) -> y (N, F, Ho, Wo), filled in place;
+    returns y. ws: (threads, >= fused_workspace(..., backward=False)) scratch, a row per
+    thread (`max_threads()` rows use every core)."""
+    Ho, Wo = _check_fused(x, w, pad, stride, ws, False)
+    _check("bias", bias, 1)
+    _check("y", y, 4)
+    F = w.shape[0]
+    if bias.shape != (F,) or y.shape != (x.shape[0], F, Ho, Wo) or y.dtype != x.dtype \
+            or bias.dtype != x.dtype:
+        raise ValueError(f"bias {bias.shape} and y {y.shape} must be ({F},) and "
+                         f"{(x.shape[0], F, Ho, Wo)} of dtype {x.dtype}")
+    _conv_forward_fused(x, w.reshape(F, -1), bias, y.reshape(x.shape[0], F, Ho * Wo), ws,
+                        w.shape[2], w.shape[3], pad, stride, Ho, Wo)
+    return y
+
+
+def conv_backward_fused(dout, x, w, pad, stride, dx, ws):
+    """Gradients of `conv_forward_fused`: dout (N, F, Ho, Wo) -> dx (N, C, H, W) filled in place
+    (or None: skipped), and returns dw (F, C, HH, WW). ws: (threads, >= fused_workspace(...,
+    backward=True)); each thread sums its samples' share of dw in its row, and the rows are
+    added in order at the end."""
+    Ho, Wo = _check_fused(x, w, pad, stride, ws, True)
+    _check("dout", dout, 4)
+    F, C, HH, WW = w.shape
+    if dout.shape != (x.shape[0], F, Ho, Wo) or dout.dtype != x.dtype:
+        raise ValueError(f"dout must be {(x.shape[0], F, Ho, Wo)} of dtype {x.dtype}, "
+                         f"got {dout.shape} {dout.dtype}")
+    if dx is not None:
+        _check("dx", dx, 4)
+        if dx.shape != x.shape or dx.dtype != x.dtype:
+            raise ValueError(f"dx must be {x.shape} of dtype {x.dtype}")
+    skipped = np.empty((0, 0, 0, 0), dtype=x.dtype)  # a typed stand-in, never indexed
+    _conv_backward_fused(dout.reshape(x.shape[0], F, Ho * Wo), x, w.reshape(F, -1),
+                         skipped if dx is None else dx, ws, HH, WW, pad, stride, Ho, Wo,
+                         dx is not None)
+    K = C * HH * WW
+    return np.ascontiguousarray(ws[:, :K * F].sum(axis=0).reshape(K, F).T).reshape(w.shape)
+
+
 def _rows_to_nchw_fused(const floating[:, ::1] rows, const floating[::1] bias,
                         floating[:, :, :, ::1] out, Py_ssize_t q):
     cdef Py_ssize_t N = out.shape[0], F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]

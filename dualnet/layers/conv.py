@@ -6,8 +6,10 @@ records the one taken):
 - 'winograd-fused', 'winograd' (numpy backend; 3x3 filters, stride 1, enough channels):
   Winograd's F(2x2, 3x3), 16 multiplies per 2x2 output tile instead of 36, fused per sample
   in each thread's cache where the compiled kernels allow, else chunked (`winograd.py`);
-- 'im2col', 'im2col-pairs' (numpy backend, other shapes): im2col + GEMM into reused buffers,
-  the latter computing two outputs per patch column for few-filter layers (`conv_host.py`);
+- 'im2col-fused', 'im2col', 'im2col-pairs' (numpy backend, other shapes): im2col + GEMM,
+  fused per sample in each thread's cache where the compiled kernels allow, else chunked into
+  reused buffers, 'im2col-pairs' computing two outputs per patch column for few-filter layers
+  (`conv_host.py`);
 - 'im2col-portable' (cupy, cuda-emu): im2col + batched GEMM per chunk, below.
 All give the naive layer's values to float rounding (the tests compare them).
 
@@ -223,6 +225,12 @@ def conv_forward_fast(x, w, b, conv_param):
             + winograd.fixed_bytes(C, F, x.itemsize) <= _memory_budget):
         cache = (x, w, stride, pad, None, "winograd-fused")
         return winograd.forward_fused(be, x, w, b, pad), cache
+    if algo in ("im2col", "im2col-pairs") and conv_host.fused_applies(
+            be, N, w.shape, Ho, Wo, x.itemsize) and (
+            conv_host.fused_bytes(be, w.shape, Ho, Wo, x.itemsize)[1]
+            + conv_host.fixed_bytes(w.shape, stride, 1, x.itemsize) <= _memory_budget):
+        cache = (x, w, stride, pad, None, "im2col-fused")
+        return conv_host.forward_fused(be, x, w, b, stride, pad, Ho, Wo), cache
     if algo == "winograd":
         sample_bytes = winograd.sample_bytes(C, F, H, W, pad, x.itemsize)
         fixed_bytes = winograd.fixed_bytes(C, F, x.itemsize)
@@ -270,6 +278,9 @@ def conv_backward_fast(dout, cache, need_dx=True):
     db = dout.sum(axis=(0, 2, 3))
     if algo == "winograd-fused":
         dx, dw = winograd.backward_fused(be, dout, x, w, pad, need_dx)
+        return dx, dw, db
+    if algo == "im2col-fused":
+        dx, dw = conv_host.backward_fused(be, dout, x, w, stride, pad, need_dx)
         return dx, dw, db
     if algo == "winograd":
         dx, dw = winograd.backward(be, dout, x, w, pad, parts, need_dx)

@@ -17,6 +17,7 @@ from dualnet.layers import (
     conv_backward_fast,
     conv_backward_naive,
     conv_forward_fast,
+    conv_host,
     winograd,
 )
 
@@ -57,12 +58,15 @@ def _winograd(fused):
     return "winograd-fused" if fused and backend.get("numpy").winograd_fused else "winograd"
 
 
-@pytest.mark.parametrize("algorithm, fused", [("auto", True), ("auto", False), ("im2col", True)])
+@pytest.mark.parametrize("algorithm, fused", [("auto", True), ("auto", False), ("im2col", True),
+                                              ("im2col", False)])
 def test_large_batch_conv_stays_within_the_default_budget(monkeypatch, algorithm, fused):
     # 512x64x32x32 with 3x3 filters: the patches of the whole batch would take 1.2 GB (and
     # Winograd's transform coefficients 0.6 GB)
     monkeypatch.setattr(winograd, "fused_enabled", fused)
-    expected = "im2col" if algorithm == "im2col" else _winograd(fused)
+    monkeypatch.setattr(conv_host, "fused_enabled", fused)
+    im2col = "im2col-fused" if fused and backend.get("numpy").im2col_fused else "im2col"
+    expected = im2col if algorithm == "im2col" else _winograd(fused)
     old = conv.set_algorithm(algorithm)
     with backend.use("numpy"):
         rng = np.random.default_rng(0)
@@ -123,9 +127,10 @@ SMALL_PROBLEMS = [("winograd", (8, 8, 3, 3), 1, "winograd"), ("im2col", (8, 8, 3
 @pytest.mark.parametrize("algorithm, w_shape, pad, expected", SMALL_PROBLEMS)
 def test_budget_bounds_a_small_problem_too(budget, numpy_kernels, monkeypatch, algorithm,
                                            w_shape, pad, expected):
-    # the whole batch's scratch (several MB) is well above this 1 MB budget; the fused path
-    # (which needs far less than 1 MB here) has its own test below
+    # the whole batch's scratch (several MB) is well above this 1 MB budget; the fused paths
+    # (which need far less than 1 MB here) have their own test below
     monkeypatch.setattr(winograd, "fused_enabled", False)
+    monkeypatch.setattr(conv_host, "fused_enabled", False)
     budget(1_000_000)
     x = np.random.default_rng(2).standard_normal((64, 8, 16, 16), dtype=np.float32)
     w = np.ones(w_shape, dtype=np.float32)
@@ -141,19 +146,20 @@ def test_budget_bounds_a_small_problem_too(budget, numpy_kernels, monkeypatch, a
     assert peak - dx.nbytes - dw.nbytes - db.nbytes <= 1_000_000
 
 
-def test_fused_winograd_stays_within_a_small_budget(budget):
+@pytest.mark.parametrize("algorithm", ["winograd", "im2col"])
+def test_fused_paths_stay_within_a_small_budget(budget, algorithm):
     if backend.get("numpy").winograd_fused is None:
-        pytest.skip("no fused Winograd kernels here")
+        pytest.skip("no fused kernels here")
     budget(1_000_000)
     x = np.random.default_rng(2).standard_normal((64, 8, 16, 16), dtype=np.float32)
     w = np.ones((8, 8, 3, 3), dtype=np.float32)
-    old = conv.set_algorithm("winograd")
+    old = conv.set_algorithm(algorithm)
     try:
         (out, cache), peak = _traced_peak(conv_forward_fast, x, w, np.zeros(8, np.float32),
                                           {"stride": 1, "pad": 1})
     finally:
         conv.set_algorithm(old)
-    assert cache[-1] == "winograd-fused"
+    assert cache[-1] == f"{algorithm}-fused"
     assert peak - out.nbytes <= 1_000_000
     (dx, dw, db), peak = _traced_peak(conv_backward_fast, np.ones_like(out), cache)
     assert peak - dx.nbytes - dw.nbytes - db.nbytes <= 1_000_000
@@ -163,9 +169,11 @@ def test_fused_winograd_stays_within_a_small_budget(budget):
 def test_buffers_held_between_calls_stay_within_the_budget(budget, monkeypatch, fused):
     """Both algorithms draw on the same buffers: what stays held is one chunk's scratch."""
     monkeypatch.setattr(winograd, "fused_enabled", fused)
+    monkeypatch.setattr(conv_host, "fused_enabled", fused)
     budget(3_200_000)  # above the per-call 2.1 MB of filter transforms: both paths fit
     x = np.random.default_rng(3).standard_normal((32, 64, 8, 8), dtype=np.float32)
-    for algorithm, expected in (("winograd", _winograd(fused)), ("im2col", "im2col")):
+    im2col = "im2col-fused" if fused and backend.get("numpy").im2col_fused else "im2col"
+    for algorithm, expected in (("winograd", _winograd(fused)), ("im2col", im2col)):
         old = conv.set_algorithm(algorithm)
         try:
             out, cache = conv_forward_fast(x, np.ones((64, 64, 3, 3), np.float32),

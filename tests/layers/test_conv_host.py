@@ -1,6 +1,7 @@
 """The numpy backend's im2col + GEMM path (`dualnet/layers/conv_host.py`), with and without
 vertical output pairs: which shapes take pairs, the stacked filter matrix and its adjoint, and
-the layers against the naive ones (Cython kernels and pure-NumPy fallback, several chunks)."""
+the layers against the naive ones (Cython kernels and pure-NumPy fallback, several chunks), and
+the fused per-sample path."""
 
 import numpy as np
 import pytest
@@ -17,6 +18,21 @@ from dualnet.layers import (
     conv_forward_naive,
     conv_host,
 )
+
+
+@pytest.fixture(autouse=True)
+def chunked(monkeypatch):
+    """The chunked path unless a test asks for the fused one (`fused` below)."""
+    monkeypatch.setattr(conv_host, "fused_enabled", False)
+
+
+@pytest.fixture
+def fused(monkeypatch):
+    be = backend.get("numpy")
+    if be.im2col_fused is None:
+        pytest.skip("no fused kernels: " + be.kernels())
+    monkeypatch.setattr(conv_host, "fused_enabled", True)
+    return be
 
 
 @pytest.fixture(params=["cython", "fallback"])
@@ -154,3 +170,70 @@ def test_pairs_numeric_gradients():
         lambda v: conv_forward_fast(x, v, b, param)[0], w, dout)) < 5e-8
     assert rel_error(db, eval_numerical_gradient_array(
         lambda v: conv_forward_fast(x, w, v, param)[0], b, dout)) < 5e-8
+
+
+@st.composite
+def conv_geometry(draw):
+    """Any valid convolution: square or not, strided, padded, channel and filter counts
+    around the GEMM blocking (6 rows, 16-element vectors)."""
+    stride = draw(st.integers(1, 3))
+    HH, WW = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    pad = draw(st.integers(0, 2))
+    Ho, Wo = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    H, W = (Ho - 1) * stride + HH - 2 * pad, (Wo - 1) * stride + WW - 2 * pad
+    if H < 1 or W < 1:
+        pad = 0
+        H, W = (Ho - 1) * stride + HH, (Wo - 1) * stride + WW
+    C, F = draw(st.sampled_from([1, 3, 7])), draw(st.sampled_from([1, 5, 6, 17, 33]))
+    return (draw(st.integers(2, 5)), C, H, W), (F, C, HH, WW), stride, pad
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+# the fixture only switches the fused path on; sharing it between examples is intended
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(geom=conv_geometry(), seed=st.integers(0, 2**31 - 1))
+def test_fused_equals_the_naive_layer(fused, dtype, geom, seed):
+    x_shape, w_shape, stride, pad = geom
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    param = {"stride": stride, "pad": pad}
+    out, cache = conv_forward_fast(x, w, b, param)
+    assert cache[-1] == "im2col-fused" and out.dtype == dtype
+    ref, ref_cache = conv_forward_naive(x, w, b, param)
+    tol = 1e-10 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
+    dout = rng.standard_normal(ref.shape).astype(dtype)
+    grads = conv_backward_fast(dout, cache)
+    for got, want in zip(grads, conv_backward_naive(dout, ref_cache), strict=True):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10)
+    dx, dw, db = conv_backward_fast(dout, cache, need_dx=False)
+    assert dx is None
+    np.testing.assert_array_equal(dw, grads[1])
+    np.testing.assert_array_equal(db, grads[2])
+
+
+def test_fused_path_needs_a_sample_per_thread_and_a_cache_sized_workspace(fused, monkeypatch):
+    threads = fused.im2col_fused.max_threads()
+    assert _algorithm((threads, 3, 32, 32), (32, 3, 7, 7), 1, 3) == "im2col-fused"
+    if threads > 1:  # fewer samples than threads: the chunked path's multithreaded GEMMs
+        assert _algorithm((threads - 1, 3, 32, 32), (32, 3, 7, 7), 1, 3) == "im2col-pairs"
+    monkeypatch.setattr(conv_host, "FUSED_MAX_BYTES", 1000)
+    assert _algorithm((threads, 3, 32, 32), (32, 3, 7, 7), 1, 3) == "im2col-pairs"
+
+
+def test_fused_results_are_deterministic(fused):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((9, 3, 16, 16)).astype(np.float32)
+    w = rng.standard_normal((8, 3, 5, 5)).astype(np.float32)
+    dout = rng.standard_normal((9, 8, 16, 16)).astype(np.float32)
+    param = {"stride": 1, "pad": 2}
+    first = conv_backward_fast(dout, conv_forward_fast(x, w, np.zeros(8, np.float32), param)[1])
+    for _ in range(3):
+        again = conv_backward_fast(dout, conv_forward_fast(x, w, np.zeros(8, np.float32),
+                                                           param)[1])
+        for a, b in zip(first, again, strict=True):
+            np.testing.assert_array_equal(a, b)

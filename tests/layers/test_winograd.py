@@ -15,8 +15,16 @@ from dualnet.layers import (
     conv_backward_naive,
     conv_forward_fast,
     conv_forward_naive,
+    conv_host,
 )
 from dualnet.layers import winograd as winograd_layer
+
+
+@pytest.fixture(autouse=True)
+def _chunked_im2col(monkeypatch):
+    """The im2col side of these tests is the chunked path (the fused one has its own tests in
+    test_conv_host.py), so 'im2col' keeps its name."""
+    monkeypatch.setattr(conv_host, "fused_enabled", False)
 
 
 @pytest.fixture

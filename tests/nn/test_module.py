@@ -87,7 +87,10 @@ def test_loss_regularizes_weights_only_and_checks_numerically():
     for name in net.params:
         numeric = eval_numerical_gradient(lambda _: net.loss(X, y)[0], net.params[name],
                                           verbose=False)
-        assert rel_error(grads[name], numeric) < 1e-6, name
+        # a bias before batchnorm has no effect: its gradient is 0 up to rounding, where a
+        # relative error means nothing
+        assert (rel_error(grads[name], numeric) < 1e-6
+                or np.abs(grads[name] - numeric).max() < 1e-9), name
 
 
 def test_loss_without_labels_returns_scores_in_eval_mode():

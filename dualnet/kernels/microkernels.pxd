@@ -1,0 +1,35 @@
+# cython: language_level=3
+"""Declarations of `microkernels.h` (see there) for the modules that include it."""
+
+cdef extern from "microkernels.h":
+    ctypedef struct dn_kernels_f32:
+        void gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float *A, Py_ssize_t lda,
+                  Py_ssize_t csa, const float *B, Py_ssize_t ldb, float *C, Py_ssize_t ldc,
+                  int acc) noexcept nogil
+        void input(const float *src, float *dst, const float *bias, Py_ssize_t C,
+                   Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+        void input_grad(const float *src, float *dst, const float *bias, Py_ssize_t C,
+                        Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+        void output(const float *src, float *dst, const float *bias, Py_ssize_t C,
+                    Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+        void output_grad(const float *src, float *dst, const float *bias, Py_ssize_t C,
+                         Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+    ctypedef struct dn_kernels_f64:
+        void gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double *A, Py_ssize_t lda,
+                  Py_ssize_t csa, const double *B, Py_ssize_t ldb, double *C, Py_ssize_t ldc,
+                  int acc) noexcept nogil
+        void input(const double *src, double *dst, const double *bias, Py_ssize_t C,
+                   Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+        void input_grad(const double *src, double *dst, const double *bias, Py_ssize_t C,
+                        Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+        void output(const double *src, double *dst, const double *bias, Py_ssize_t C,
+                    Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+        void output_grad(const double *src, double *dst, const double *bias, Py_ssize_t C,
+                         Py_ssize_t th, Py_ssize_t tw) noexcept nogil
+    dn_kernels_f32 dn_f32
+    dn_kernels_f64 dn_f64
+    const char *dn_kernel
+    void dn_select()
+    int dn_use(const char *name)
+    int dn_max_threads() noexcept nogil
+    Py_ssize_t DN_STRIDE(Py_ssize_t T, Py_ssize_t C) noexcept nogil
