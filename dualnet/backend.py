@@ -170,7 +170,10 @@ class NumpyBackend(Backend):
         built = [f"dualnet.kernels.{m.__name__.rsplit('.', 1)[1]}"
                  for m in (self._ext, self._wino) if m is not None]
         if len(built) == 2:
-            return f"Cython kernels ({', '.join(built)})"
+            fused = self._ext.FUSED_KERNEL
+            fused = (f"fused convolutions with {fused} vectors" if fused != "scalar" else
+                     "no fused convolutions (the compiler has no vector extensions)")
+            return f"Cython kernels ({', '.join(built)}; {fused})"
         if built:
             return f"Cython kernels ({built[0]}), pure-NumPy for the rest ({self._ext_reason})"
         return f"pure-NumPy kernels ({self._ext_reason})"

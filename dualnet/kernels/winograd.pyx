@@ -15,7 +15,10 @@ with the matrices multiplied out into adds and subtracts:
 Each kernel fills arrays the caller provides (C-contiguous, matching dtypes), one (n, channel)
 plane per loop iteration, in parallel under OpenMP when the extension was built with it.
 Planes are visited channel-major: consecutive iterations fill consecutive tiles of the same
-coefficient rows, so each thread writes long contiguous runs.
+coefficient rows, so each thread writes long contiguous runs. These serve the chunked path.
+
+The fused path (`winograd_conv_forward`, `winograd_conv_backward`) runs a whole convolution one
+sample per thread at a time, channels-last, with the vector kernels of `microkernels.h`.
 """
 
 import numpy as np

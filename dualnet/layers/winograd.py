@@ -16,11 +16,13 @@ input channels) or where `set_algorithm("winograd")` asks; the values match im2c
 float rounding (tests compare both with the naive layers).
 
 Two ways to run it:
-- fused (`forward_fused`, `backward_fused`; the compiled module with vector GEMMs, and at
+- fused (`forward_fused`, `backward_fused`; the compiled module with vector kernels, and at
   least a sample per thread): each thread takes whole samples and runs the steps above on one
-  sample's coefficients while they are in its cache, with small register-blocked GEMMs
-  instead of library calls (`kernels/winograd.pyx`). The coefficients never go to main
-  memory: measured on conv (c) of bench/ (2-core EPYC, AVX-512), fwd+bwd 18 ms against 25.
+  sample while it is in its cache, channels-last so that the transforms run on vectors of
+  channels, with small register-blocked GEMMs instead of library calls
+  (`kernels/winograd.pyx`, `kernels/microkernels.h`). The coefficients never go to main
+  memory: measured on conv (c) of bench/ (2-core EPYC, AVX-512), fwd+bwd 8.5-10 ms against
+  23-25 ms chunked.
 - chunked (`forward`, `backward`): each step over a whole batch chunk, with the library's
   batched GEMM; used by the NumPy fallback, for batches smaller than the thread count, and
   when the fused workspace would not fit the memory budget.

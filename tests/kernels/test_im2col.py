@@ -223,8 +223,11 @@ def test_fast_layers_equal_naive_layers(numpy_backend, dtype, geom, F, seed):
 
 
 def test_numpy_backend_reports_active_kernels():
+    fused = cy.FUSED_KERNEL
     assert backend.get("numpy").kernels() == (
-        "Cython kernels (dualnet.kernels._im2col, dualnet.kernels._winograd)")
+        "Cython kernels (dualnet.kernels._im2col, dualnet.kernels._winograd; "
+        + (f"fused convolutions with {fused} vectors)" if fused != "scalar" else
+           "no fused convolutions (the compiler has no vector extensions))"))
 
 
 def test_env_var_disables_the_extension_in_a_fresh_process():
@@ -302,3 +305,28 @@ def test_maxpool_2x2_fast_path_equals_reference(dtype, ties):
     np.testing.assert_array_equal(dx, ref_dx)
     at = divmod(int(argmax[0, 1, 0, 0]), x.shape[3])
     assert not np.signbit(dx[0, 1][at])  # 0 + -0.0 is +0.0, as the scatter into zeros gives
+
+
+def test_fused_convolution_rejects_bad_arrays():
+    if cy.FUSED_KERNEL == "scalar":
+        pytest.skip("this build has no fused kernels")
+    x = np.zeros((2, 3, 8, 8), np.float32)
+    w = np.zeros((4, 3, 3, 3), np.float32)
+    b = np.zeros(4, np.float32)
+    y = np.zeros((2, 4, 8, 8), np.float32)
+    need = cy.fused_workspace(3, 4, 3, 3, 8, 8, False)
+    with pytest.raises(ValueError, match=rf"ws must have shape \(threads >= 1, >= {need}\)"):
+        cy.conv_forward_fused(x, w, b, 1, 1, y, np.zeros((2, need - 1), np.float32))
+    with pytest.raises(ValueError, match="w and ws must have x's dtype float32"):
+        cy.conv_forward_fused(x, w.astype(np.float64), b, 1, 1, y, np.zeros((2, need)))
+    with pytest.raises(ValueError, match="does not fit x"):
+        cy.conv_forward_fused(x, w[:, :2].copy(), b, 1, 1, y, np.zeros((2, need), np.float32))
+    with pytest.raises(ValueError, match=r"must be \(4,\) and \(2, 4, 6, 6\)"):
+        cy.conv_forward_fused(x, w, b, 0, 1, y, np.zeros((2, need), np.float32))
+    with pytest.raises(ValueError, match="bad height geometry"):
+        cy.conv_forward_fused(x[:, :, :1].copy(), w, b, 0, 1, y, np.zeros((2, need), np.float32))
+    ws = np.zeros((1, cy.fused_workspace(3, 4, 3, 3, 8, 8, True)), np.float32)
+    with pytest.raises(ValueError, match=r"dout must be \(2, 4, 8, 8\)"):
+        cy.conv_backward_fused(y[:, :3].copy(), x, w, 1, 1, None, ws)
+    with pytest.raises(ValueError, match=r"dx must be \(2, 3, 8, 8\)"):
+        cy.conv_backward_fused(y, x, w, 1, 1, y, ws)
