@@ -197,10 +197,11 @@ def _winograd_pays(C, outputs, fused):
 
     Its 16 GEMMs have inner dimension C: with few channels the transforms dominate.
     `bench/conv_algorithms.py` measured (2-core EPYC, float32, fwd+bwd, compiled kernels)
-    Winograd/im2col time ratios, fused: 0.19-0.55 for C >= 32, 0.37-1.03 for C = 16 (0.8 on
-    average), 0.9-4.9 for C = 3; chunked (an older, AVX2-only EPYC): 0.5-0.96 for C >= 64,
-    0.75-1.04 for C = 32 from 8192 outputs (1.0-1.16 below), 0.9-1.7 for C = 16. The NumPy
-    fallback transforms are slower still, so 'auto' asks only with compiled ones.
+    Winograd/im2col time ratios, both fused (Zen 5, AVX-512): 0.39-0.92 for C >= 32 (one
+    shape of 60 at 1.3), 0.57-0.98 for C = 16, 2-5 for C = 3; both chunked (an older,
+    AVX2-only EPYC): 0.5-0.96 for C >= 64, 0.75-1.04 for C = 32 from 8192 outputs (1.0-1.16
+    below), 0.9-1.7 for C = 16. The NumPy fallback transforms are slower still, so 'auto'
+    asks only with compiled ones.
     """
     if fused:
         return C >= 16
