@@ -341,11 +341,15 @@ def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, :
     cdef floating *dyt = NULL
     cdef const floating *g
     cdef Py_ssize_t n, c, f, p
+    cdef int t
+    # every row's share of dw starts at zero, rows of threads that never start included (the
+    # OpenMP runtime may give fewer threads than asked; without OpenMP there is one)
+    for t in range(nthreads):
+        memset(&ws[t, 0], 0, K * F * sizeof(floating))
     with nogil, parallel(num_threads=nthreads):
         dWt = &ws[threadid(), 0]  # (K, F): this thread's share of the filter gradient
         cols = dWt + K * F
         dyt = cols + K * P
-        memset(dWt, 0, K * F * sizeof(floating))
         for n in prange(N, schedule="static"):
             for c in range(C):
                 _im2col_plane(&x[n, c, 0, 0], cols + c * HH * WW * P, P, H, W, HH, WW, pad,

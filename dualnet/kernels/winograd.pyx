@@ -372,6 +372,11 @@ def _conv_backward_fused(const floating[:, :, :, ::1] dy, const floating[:, :, :
     cdef floating *dVt = NULL
     cdef floating *dxs = NULL
     cdef Py_ssize_t n, k
+    cdef int t
+    # every row's share of dU starts at zero, rows of threads that never start included (the
+    # OpenMP runtime may give fewer threads than asked; without OpenMP there is one)
+    for t in range(nthreads):
+        memset(&ws[t, 0], 0, 16 * F * C * sizeof(floating))
     with nogil, parallel(num_threads=nthreads):
         dU = &ws[threadid(), 0]  # (16, F, C): this thread's share of the filter gradient
         xs = dU + 16 * F * C
@@ -380,7 +385,6 @@ def _conv_backward_fused(const floating[:, :, :, ::1] dy, const floating[:, :, :
         dMt = dys + ys_size
         dVt = dMt + 16 * DN_STRIDE(T, F)
         dxs = dVt + 16 * DN_STRIDE(T, C)
-        memset(dU, 0, 16 * F * C * sizeof(floating))
         memset(xs, 0, xs_size * sizeof(floating))
         memset(dys, 0, ys_size * sizeof(floating))
         for n in prange(N, schedule="static"):

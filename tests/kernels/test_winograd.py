@@ -243,3 +243,37 @@ def test_gemm_kernels_are_chosen_by_what_the_cpu_runs():
         assert cy.use_gemm_kernel(cy.GEMM_KERNEL)
     assert not cy.use_gemm_kernel("sse9")
     assert cy.max_threads() >= 1
+
+
+FEWER_THREADS = """
+import numpy as np
+from dualnet.kernels import _im2col, _winograd, reference
+rng = np.random.default_rng(0)
+x = rng.standard_normal((3, 4, 6, 6))
+w = rng.standard_normal((5, 4, 3, 3))
+dout = rng.standard_normal((3, 5, 6, 6))
+U = reference.winograd_filter(np, w)
+ws = np.full((3, _winograd.fused_workspace(4, 5, 6, 6, 1, True)), np.nan)
+dU = _winograd.winograd_conv_backward(dout, x, U, 1, None, ws)
+dM = reference.winograd_output_grad(np, dout)
+np.testing.assert_allclose(dU, dM @ reference.winograd_input(np, x, 1).transpose(0, 2, 1),
+                           rtol=1e-12, atol=1e-12)
+ws = np.full((3, _im2col.fused_workspace(4, 5, 3, 3, 6, 6, True)), np.nan)
+dw = _im2col.conv_backward_fused(dout, x, w, 1, 1, None, ws)
+np.testing.assert_allclose(dw, reference.winograd_filter_grad(np, dU), rtol=1e-12, atol=1e-12)
+print("ok")
+"""
+
+
+def test_fused_backward_with_fewer_threads_than_workspace_rows():
+    """OpenMP may start fewer threads than asked (here capped at one, as in a build without
+    OpenMP): the rows of threads that never ran must add nothing."""
+    import os
+    import subprocess
+    import sys
+
+    if cy.GEMM_KERNEL == "scalar":
+        pytest.skip("this build has no fused kernels")
+    run = subprocess.run([sys.executable, "-c", FEWER_THREADS], capture_output=True, text=True,
+                         env={**os.environ, "OMP_THREAD_LIMIT": "1"}, check=False)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
