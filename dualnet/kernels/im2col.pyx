@@ -30,7 +30,7 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
-from dualnet.kernels.microkernels cimport dn_f32, dn_f64, dn_kernel, dn_max_threads, dn_select
+from dualnet.kernels.microkernels cimport dn_gemm, dn_kernel, dn_max_threads, dn_select
 
 # The SHA-256 of this file as it was compiled, defined by setup.py (empty when built another
 # way): dualnet.backend compares it with the installed source and refuses a stale build.
@@ -55,14 +55,6 @@ FUSED_KERNEL = dn_kernel.decode("ascii")
 """The instruction set of the fused convolution's GEMMs (see `microkernels.h`): 'avx512',
 'avx2', 'vector', or 'scalar' (no fused kernels in this build)."""
 
-
-cdef inline void _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *A,
-                       Py_ssize_t lda, Py_ssize_t csa, const floating *B, Py_ssize_t ldb,
-                       floating *C, Py_ssize_t ldc, int acc) noexcept nogil:
-    if floating is float:
-        dn_f32.gemm(m, n, k, A, lda, csa, B, ldb, C, ldc, acc)
-    else:
-        dn_f64.gemm(m, n, k, A, lda, csa, B, ldb, C, ldc, acc)
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -326,7 +318,7 @@ def _conv_forward_fused(const floating[:, :, :, ::1] x, const floating[:, ::1] w
                 out = &y[n, f, 0]
                 for p in range(P):
                     out[p] = bias[f]
-            _gemm(F, P, K, &w2[0, 0], K, 1, cols, P, &y[n, 0, 0], P, 1)
+            dn_gemm(F, P, K, &w2[0, 0], K, 1, cols, P, &y[n, 0, 0], P, 1)
 
 
 def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, ::1] x,
@@ -358,9 +350,9 @@ def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, :
                 g = &dy[n, f, 0]
                 for p in range(P):
                     dyt[p * F + f] = g[p]
-            _gemm(K, F, P, cols, P, 1, dyt, F, dWt, F, 1)
+            dn_gemm(K, F, P, cols, P, 1, dyt, F, dWt, F, 1)
             if need_dx:
-                _gemm(K, P, F, &w2[0, 0], 1, K, &dy[n, 0, 0], P, cols, P, 0)
+                dn_gemm(K, P, F, &w2[0, 0], 1, K, &dy[n, 0, 0], P, cols, P, 0)
                 for c in range(C):
                     _col2im_plane(cols + c * HH * WW * P, &dx[n, c, 0, 0], P, H, W, HH, WW,
                                   pad, stride, stride, Ho, Wo)

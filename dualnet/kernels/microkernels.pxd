@@ -33,3 +33,18 @@ cdef extern from "microkernels.h":
     int dn_use(const char *name)
     int dn_max_threads() noexcept nogil
     Py_ssize_t DN_STRIDE(Py_ssize_t T, Py_ssize_t C) noexcept nogil
+
+
+ctypedef fused dn_floating:
+    float
+    double
+
+
+cdef inline void dn_gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const dn_floating *A,
+                         Py_ssize_t lda, Py_ssize_t csa, const dn_floating *B, Py_ssize_t ldb,
+                         dn_floating *C, Py_ssize_t ldc, int acc) noexcept nogil:
+    """The installed GEMM of A's dtype (see microkernels.h for the arguments)."""
+    if dn_floating is float:
+        dn_f32.gemm(m, n, k, A, lda, csa, B, ldb, C, ldc, acc)
+    else:
+        dn_f64.gemm(m, n, k, A, lda, csa, B, ldb, C, ldc, acc)

@@ -48,6 +48,7 @@ from dualnet.kernels.microkernels cimport (
     DN_STRIDE,
     dn_f32,
     dn_f64,
+    dn_gemm,
     dn_kernel,
     dn_max_threads,
     dn_select,
@@ -66,14 +67,6 @@ def use_gemm_kernel(name):
     CPU has); returns whether this CPU and build have it. `GEMM_KERNEL` keeps the best one."""
     return bool(dn_use(name.encode("ascii")))
 
-
-cdef inline void _gemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating *A,
-                       Py_ssize_t lda, Py_ssize_t csa, const floating *B, Py_ssize_t ldb,
-                       floating *C, Py_ssize_t ldc, int acc) noexcept nogil:
-    if floating is float:
-        dn_f32.gemm(m, n, k, A, lda, csa, B, ldb, C, ldc, acc)
-    else:
-        dn_f64.gemm(m, n, k, A, lda, csa, B, ldb, C, ldc, acc)
 
 
 # The tile transforms of one sample (see `_conv_forward_fused`); `bias` only for the output.
@@ -350,7 +343,7 @@ def _conv_forward_fused(const floating[:, :, :, ::1] x, const floating[:, :, ::1
             _to_channels_last(&x[n, 0, 0, 0], C, H, W, xs + (pad * Wp + pad) * C, Wp)
             _input_tiles(xs, Vt, C, th, tw)
             for k in range(16):
-                _gemm(T, F, C, Vt + k * DN_STRIDE(T, C), C, 1, &U_t[k, 0, 0], F,
+                dn_gemm(T, F, C, Vt + k * DN_STRIDE(T, C), C, 1, &U_t[k, 0, 0], F,
                       Mt + k * DN_STRIDE(T, F), F, 0)
             _output_tiles(Mt, &bias[0], ys, F, th, tw)
             _from_channels_last(ys, F, Ho, Wo, 2 * tw, &y[n, 0, 0, 0])
@@ -393,11 +386,11 @@ def _conv_backward_fused(const floating[:, :, :, ::1] dy, const floating[:, :, :
             _to_channels_last(&dy[n, 0, 0, 0], F, Ho, Wo, dys, 2 * tw)
             _output_tiles_grad(dys, dMt, F, th, tw)
             for k in range(16):  # dU[k] += dMt[k]^T @ Vt[k]: (F, T) @ (T, C)
-                _gemm(F, C, T, dMt + k * DN_STRIDE(T, F), 1, F, Vt + k * DN_STRIDE(T, C), C,
+                dn_gemm(F, C, T, dMt + k * DN_STRIDE(T, F), 1, F, Vt + k * DN_STRIDE(T, C), C,
                       dU + k * F * C, C, 1)
             if need_dx:
                 for k in range(16):  # dVt[k] = dMt[k] @ U[k]: (T, F) @ (F, C)
-                    _gemm(T, C, F, dMt + k * DN_STRIDE(T, F), F, 1, &U[k, 0, 0], C,
+                    dn_gemm(T, C, F, dMt + k * DN_STRIDE(T, F), F, 1, &U[k, 0, 0], C,
                           dVt + k * DN_STRIDE(T, C), C, 0)
                 memset(dxs, 0, xs_size * sizeof(floating))
                 _input_tiles_grad(dVt, dxs, C, th, tw)

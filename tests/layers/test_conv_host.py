@@ -53,6 +53,30 @@ def _algorithm(x_shape, w_shape, stride, pad):
                              {"stride": stride, "pad": pad})[1][-1]
 
 
+def _check_against_naive(x_shape, w_shape, stride, pad, dtype, seed, algorithm):
+    """The fast layers take `algorithm` and give the naive layers' output and gradients (the
+    filter and bias gradients unchanged when the input gradient is skipped)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    param = {"stride": stride, "pad": pad}
+    out, cache = conv_forward_fast(x, w, b, param)
+    assert cache[-1] == algorithm and out.dtype == dtype
+    ref, ref_cache = conv_forward_naive(x, w, b, param)
+    tol = 1e-10 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
+    dout = rng.standard_normal(ref.shape).astype(dtype)
+    grads = conv_backward_fast(dout, cache)
+    for got, want in zip(grads, conv_backward_naive(dout, ref_cache), strict=True):
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10)
+    dx, dw, db = conv_backward_fast(dout, cache, need_dx=False)
+    assert dx is None
+    np.testing.assert_array_equal(dw, grads[1])
+    np.testing.assert_array_equal(db, grads[2])
+
+
 def test_pairs_for_few_filters_tall_windows_and_even_heights():
     assert conv.get_algorithm() == "auto"
     assert _algorithm((2, 3, 32, 32), (32, 3, 7, 7), 1, 3) == "im2col-pairs"  # the course's conv
@@ -114,21 +138,7 @@ def test_pairs_equal_the_naive_layer(numpy_backend, dtype, geometry, seed):
     x_shape, w_shape, stride, pad = geometry
     if not _valid(x_shape, w_shape, stride, pad):
         return
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(x_shape).astype(dtype)
-    w = rng.standard_normal(w_shape).astype(dtype)
-    b = rng.standard_normal(w_shape[0]).astype(dtype)
-    param = {"stride": stride, "pad": pad}
-    out, cache = conv_forward_fast(x, w, b, param)
-    assert cache[-1] == "im2col-pairs" and out.dtype == dtype
-    ref, ref_cache = conv_forward_naive(x, w, b, param)
-    tol = 1e-10 if dtype == np.float64 else 2e-5
-    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
-    dout = rng.standard_normal(ref.shape).astype(dtype)
-    for got, want in zip(conv_backward_fast(dout, cache), conv_backward_naive(dout, ref_cache),
-                         strict=True):
-        assert got.dtype == dtype
-        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10)
+    _check_against_naive(x_shape, w_shape, stride, pad, dtype, seed, "im2col-pairs")
 
 
 @pytest.mark.parametrize("per_chunk, chunks", [(1, 7), (3, 3), (7, 1)])
@@ -194,26 +204,7 @@ def conv_geometry(draw):
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(geom=conv_geometry(), seed=st.integers(0, 2**31 - 1))
 def test_fused_equals_the_naive_layer(fused, dtype, geom, seed):
-    x_shape, w_shape, stride, pad = geom
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(x_shape).astype(dtype)
-    w = rng.standard_normal(w_shape).astype(dtype)
-    b = rng.standard_normal(w_shape[0]).astype(dtype)
-    param = {"stride": stride, "pad": pad}
-    out, cache = conv_forward_fast(x, w, b, param)
-    assert cache[-1] == "im2col-fused" and out.dtype == dtype
-    ref, ref_cache = conv_forward_naive(x, w, b, param)
-    tol = 1e-10 if dtype == np.float64 else 2e-5
-    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
-    dout = rng.standard_normal(ref.shape).astype(dtype)
-    grads = conv_backward_fast(dout, cache)
-    for got, want in zip(grads, conv_backward_naive(dout, ref_cache), strict=True):
-        assert got.dtype == dtype
-        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10)
-    dx, dw, db = conv_backward_fast(dout, cache, need_dx=False)
-    assert dx is None
-    np.testing.assert_array_equal(dw, grads[1])
-    np.testing.assert_array_equal(db, grads[2])
+    _check_against_naive(*geom, dtype, seed, "im2col-fused")
 
 
 def test_fused_path_needs_a_sample_per_thread_and_a_cache_sized_workspace(fused, monkeypatch):
