@@ -30,7 +30,13 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy, memset
 
-from dualnet.kernels.microkernels cimport dn_gemm, dn_kernel, dn_max_threads, dn_select
+from dualnet.kernels.microkernels cimport (
+    dn_gemm,
+    dn_kernel,
+    dn_max_threads,
+    dn_select,
+    dn_use,
+)
 
 # The SHA-256 of this file as it was compiled, defined by setup.py (empty when built another
 # way): dualnet.backend compares it with the installed source and refuses a stale build.
@@ -54,6 +60,12 @@ dn_select()
 FUSED_KERNEL = dn_kernel.decode("ascii")
 """The instruction set of the fused convolution's GEMMs (see `microkernels.h`): 'avx512',
 'avx2', 'vector', or 'scalar' (no fused kernels in this build)."""
+
+
+def use_gemm_kernel(name):
+    """Run the fused convolution's GEMMs with instruction set `name` from now on (tests check
+    every one this CPU has); returns whether this CPU and build have it."""
+    return bool(dn_use(name.encode("ascii")))
 
 
 
@@ -306,7 +318,7 @@ def _conv_forward_fused(const floating[:, :, :, ::1] x, const floating[:, ::1] w
     cdef Py_ssize_t F = w2.shape[0], K = w2.shape[1], P = Ho * Wo
     cdef int nthreads = ws.shape[0]
     cdef floating *cols = NULL
-    cdef floating *out
+    cdef floating *out = NULL
     cdef Py_ssize_t n, c, f, p
     with nogil, parallel(num_threads=nthreads):
         cols = &ws[threadid(), 0]
@@ -331,7 +343,7 @@ def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, :
     cdef floating *dWt = NULL
     cdef floating *cols = NULL
     cdef floating *dyt = NULL
-    cdef const floating *g
+    cdef const floating *g = NULL
     cdef Py_ssize_t n, c, f, p
     cdef int t
     # every row's share of dw starts at zero, rows of threads that never start included (the

@@ -201,7 +201,12 @@ DN_DEFINE_TILES(dn_##ISA##_##P##_output, VEC, T, ATTR, DN_OUTPUT_SPAN, 2 * tw, t
 DN_DEFINE_TILES(dn_##ISA##_##P##_output_grad, VEC, T, ATTR, DN_OUTPUT_GRAD_SPAN, 2 * tw, img, \
                 t * C)
 
-#if defined(__x86_64__) || defined(__i386__)
+/* Per-instruction-set builds on x86, where the toolchain is known to handle them: not on
+   Windows (MinGW's GCC misaligns AVX stack spills, GCC bug 54412), not on macOS (some Apple
+   toolchains lack __builtin_cpu_supports' runtime symbol), and only with compilers that
+   take target attributes (GCC >= 5, clang). Elsewhere the 16-byte vector kernels serve. */
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(_WIN32) && !defined(__APPLE__) \
+    && (defined(__clang__) || __GNUC__ >= 5)
 #define DN_X86 1
 DN_DEFINE_KERNELS(avx512, 64, __attribute__((target("avx512f"))))
 DN_DEFINE_KERNELS(avx2, 32, __attribute__((target("avx2,fma"))))

@@ -173,18 +173,25 @@ def _host_path(be):
     return getattr(be, "kernels_take_out", False)
 
 
-def _algorithm(be, w, stride, Ho, N, outputs):
-    """'winograd', 'im2col', 'im2col-pairs' or 'im2col-portable' (see the module docstring;
-    `conv_forward_fast` then takes Winograd's fused variant where it can); outputs = N*Ho*Wo."""
+def _algorithm(be, x, w, stride, pad, Ho, Wo):
+    """'winograd-fused', 'winograd', 'im2col-fused', 'im2col', 'im2col-pairs' or
+    'im2col-portable' (see the module docstring)."""
     if not _host_path(be):
         return "im2col-portable"
+    N, C, H, W = x.shape
+    if _algorithms != "im2col" and stride == 1 and tuple(w.shape[2:]) == (3, 3):
+        fused = winograd.fused_applies(be, N) and (
+            winograd.fused_bytes(be, C, w.shape[0], H, W, pad, x.itemsize)
+            + winograd.fixed_bytes(C, w.shape[0], x.itemsize) <= _memory_budget)
+        if _algorithms == "winograd" or (
+                be.winograd_compiled and _winograd_pays(C, N * Ho * Wo, fused)):
+            return "winograd-fused" if fused else "winograd"
+    if conv_host.fused_applies(be, N, w.shape, Ho, Wo, x.itemsize) and (
+            conv_host.fused_bytes(be, w.shape, Ho, Wo, x.itemsize)[1]
+            + conv_host.fixed_bytes(w.shape, stride, 1, x.itemsize) <= _memory_budget):
+        return "im2col-fused"
     if _algorithms == "im2col":
         return "im2col"
-    if stride == 1 and tuple(w.shape[2:]) == (3, 3) and (
-            _algorithms == "winograd"
-            or (be.winograd_compiled
-                and _winograd_pays(w.shape[1], outputs, winograd.fused_applies(be, N)))):
-        return "winograd"
     if _algorithms == "auto" and conv_host.outputs_per_column(
             w.shape[0], w.shape[2], stride, Ho) == 2:
         return "im2col-pairs"
@@ -219,19 +226,13 @@ def conv_forward_fast(x, w, b, conv_param):
     b = xp.ascontiguousarray(b)
     N, C, H, W = x.shape
     F = w.shape[0]
-    algo = _algorithm(be, w, stride, Ho, N, N * Ho * Wo)
+    algo = _algorithm(be, x, w, stride, pad, Ho, Wo)
     q = 2 if algo == "im2col-pairs" else 1
-    if algo == "winograd" and winograd.fused_applies(be, N) and (
-            winograd.fused_bytes(be, C, F, H, W, pad, x.itemsize)
-            + winograd.fixed_bytes(C, F, x.itemsize) <= _memory_budget):
-        cache = (x, w, stride, pad, None, "winograd-fused")
-        return winograd.forward_fused(be, x, w, b, pad), cache
-    if algo in ("im2col", "im2col-pairs") and conv_host.fused_applies(
-            be, N, w.shape, Ho, Wo, x.itemsize) and (
-            conv_host.fused_bytes(be, w.shape, Ho, Wo, x.itemsize)[1]
-            + conv_host.fixed_bytes(w.shape, stride, 1, x.itemsize) <= _memory_budget):
-        cache = (x, w, stride, pad, None, "im2col-fused")
-        return conv_host.forward_fused(be, x, w, b, stride, pad, Ho, Wo), cache
+    if algo == "winograd-fused":
+        return winograd.forward_fused(be, x, w, b, pad), (x, w, stride, pad, None, algo)
+    if algo == "im2col-fused":
+        return (conv_host.forward_fused(be, x, w, b, stride, pad, Ho, Wo),
+                (x, w, stride, pad, None, algo))
     if algo == "winograd":
         sample_bytes = winograd.sample_bytes(C, F, H, W, pad, x.itemsize)
         fixed_bytes = winograd.fixed_bytes(C, F, x.itemsize)

@@ -330,3 +330,33 @@ def test_fused_convolution_rejects_bad_arrays():
         cy.conv_backward_fused(y[:, :3].copy(), x, w, 1, 1, None, ws)
     with pytest.raises(ValueError, match=r"dx must be \(2, 3, 8, 8\)"):
         cy.conv_backward_fused(y, x, w, 1, 1, y, ws)
+
+
+@pytest.mark.parametrize("kernel", ["avx512", "avx2", "vector"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_convolution_equals_the_naive_layer_on_every_kernel(kernel, dtype):
+    """The fused entry points with each GEMM instruction set this CPU has (the layers' tests
+    run the best one only): strided, padded, channel and filter counts off the blocking."""
+    if not cy.use_gemm_kernel(kernel):
+        pytest.skip(f"this CPU or build has no {kernel} kernel")
+    try:
+        rng = np.random.default_rng(7)
+        x = rng.standard_normal((3, 5, 11, 9)).astype(dtype)
+        w = rng.standard_normal((19, 5, 3, 5)).astype(dtype)
+        b = rng.standard_normal(19).astype(dtype)
+        param = {"stride": 2, "pad": 2}
+        ref, ref_cache = layers.conv_forward_naive(x, w, b, param)
+        y = np.full(ref.shape, np.nan, dtype)
+        Ho, Wo = ref.shape[2:]
+        ws = np.full((2, cy.fused_workspace(5, 19, 3, 5, Ho, Wo, True)), np.nan, dtype)
+        cy.conv_forward_fused(x, w, b, 2, 2, y, ws)
+        dout = rng.standard_normal(ref.shape).astype(dtype)
+        dx = np.full_like(x, np.nan)
+        dw = cy.conv_backward_fused(dout, x, w, 2, 2, dx, ws)
+    finally:
+        assert cy.use_gemm_kernel(cy.FUSED_KERNEL)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    ref_dx, ref_dw, _ = layers.conv_backward_naive(dout, ref_cache)
+    np.testing.assert_allclose(y, ref, rtol=tol, atol=tol)
+    np.testing.assert_allclose(dx, ref_dx, rtol=tol, atol=tol * 10)
+    np.testing.assert_allclose(dw, ref_dw, rtol=tol, atol=tol * 10)

@@ -227,3 +227,24 @@ def test_fused_results_are_deterministic(winograd):
         for a, b_ in zip(first, conv_backward_fast(dout, conv_forward_fast(x, w, b, param)[1]),
                          strict=True):
             np.testing.assert_array_equal(a, b_)
+
+
+def test_auto_judges_winograd_by_the_path_that_fits_the_budget():
+    """16 channels pay only on the fused path: when its workspace does not fit the budget,
+    'auto' takes im2col rather than chunked Winograd."""
+    be = backend.get("numpy")
+    if be.winograd_fused is None:
+        pytest.skip("no fused kernels: " + be.kernels())
+    N = max(2, be.winograd_fused.max_threads())
+    x = np.zeros((N, 16, 32, 32), np.float32)
+    w = np.zeros((16, 16, 3, 3), np.float32)
+    need = (winograd_layer.fused_bytes(be, 16, 16, 32, 32, 1, 4)
+            + winograd_layer.fixed_bytes(16, 16, 4))
+    assert conv.get_algorithm() == "auto"
+    old = conv.set_memory_budget(need)
+    try:
+        assert _algorithm(x, w, {"stride": 1, "pad": 1}) == "winograd-fused"
+        conv.set_memory_budget(need - 1)
+        assert _algorithm(x, w, {"stride": 1, "pad": 1}) == "im2col"
+    finally:
+        conv.set_memory_budget(old)
