@@ -162,7 +162,7 @@ class NumpyBackend(Backend):
         """The compiled module whose fused Winograd convolution (transforms and small
         vectorized GEMMs per sample, in cache) the layers may use, or None: not compiled, or
         compiled without vector extensions."""
-        if self._wino is None or self._wino.GEMM_KERNEL == "scalar":
+        if self._wino is None or self._wino.FUSED_KERNEL == "scalar":
             return None
         return self._wino
 

@@ -56,7 +56,7 @@ from dualnet.kernels.microkernels cimport (
 )
 
 dn_select()
-GEMM_KERNEL = dn_kernel.decode("ascii")
+FUSED_KERNEL = dn_kernel.decode("ascii")
 """The instruction set of the fused path's kernels (small GEMMs and tile transforms), the best
 this CPU runs: 'avx512', 'avx2', 'vector' (16-byte vectors) or 'scalar' (a compiler without
 vector extensions: no fused kernels, and the layers keep the chunked path)."""
@@ -64,9 +64,8 @@ vector extensions: no fused kernels, and the layers keep the chunked path)."""
 
 def use_gemm_kernel(name):
     """Run the fused kernels of instruction set `name` from now on (tests check every one this
-    CPU has); returns whether this CPU and build have it. `GEMM_KERNEL` keeps the best one."""
+    CPU has); returns whether this CPU and build have it. `FUSED_KERNEL` keeps the best one."""
     return bool(dn_use(name.encode("ascii")))
-
 
 
 # The tile transforms of one sample (see `_conv_forward_fused`); `bias` only for the output.
@@ -287,9 +286,10 @@ cdef void _output_grad_plane(const floating *dy, floating *dM, Py_ssize_t ks, Py
 #   Mt --output transform + bias--> ys (2th, 2tw, F) --transpose--> y[n] (F, Ho, Wo)
 #
 # and backward the adjoints, with dU[k] += dMt[k]^T @ Vt[k] summed per thread. Channels (or
-# filters) innermost make every transform a loop over contiguous channels that the compiler
-# vectorizes, with no stride-2 access and no per-row copies; the two transposes per array
-# move a quarter as much data as the coefficients. Workspace layouts are `fused_workspace`'s.
+# filters) innermost let every transform work on whole vectors of contiguous channels
+# (microkernels.h), with no stride-2 access and no per-row copies; the two transposes per
+# array move a quarter as much data as the coefficients. Workspace layouts are
+# `fused_workspace`'s.
 
 cdef void _to_channels_last(const floating *src, Py_ssize_t C, Py_ssize_t H, Py_ssize_t W,
                             floating *dst, Py_ssize_t row) noexcept nogil:
@@ -424,7 +424,7 @@ def _check_workspace(ws, C, F, H, W, pad, backward, dtype):
 
 
 def _check_fused_kernels():
-    if GEMM_KERNEL == "scalar":
+    if FUSED_KERNEL == "scalar":
         raise RuntimeError("the fused Winograd kernels need a C compiler with vector "
                            "extensions (GCC or clang); this build has none")
 

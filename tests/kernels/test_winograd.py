@@ -170,7 +170,7 @@ def gemm_kernel(request):
     if not cy.use_gemm_kernel(request.param):
         pytest.skip(f"this CPU or build has no {request.param} kernel")
     yield request.param
-    assert cy.use_gemm_kernel(cy.GEMM_KERNEL)
+    assert cy.use_gemm_kernel(cy.FUSED_KERNEL)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -237,10 +237,10 @@ def test_fused_kernels_reject_bad_arrays():
 
 def test_gemm_kernels_are_chosen_by_what_the_cpu_runs():
     # the best at import; 'scalar' only where the compiler lacks vector extensions
-    assert cy.GEMM_KERNEL in (*GEMM_KERNELS, "scalar")
-    if cy.GEMM_KERNEL != "scalar":
+    assert cy.FUSED_KERNEL in (*GEMM_KERNELS, "scalar")
+    if cy.FUSED_KERNEL != "scalar":
         assert cy.use_gemm_kernel("vector")  # the baseline every vector build has
-        assert cy.use_gemm_kernel(cy.GEMM_KERNEL)
+        assert cy.use_gemm_kernel(cy.FUSED_KERNEL)
     assert not cy.use_gemm_kernel("sse9")
     assert cy.max_threads() >= 1
 
@@ -272,7 +272,7 @@ def test_fused_backward_with_fewer_threads_than_workspace_rows():
     import subprocess
     import sys
 
-    if cy.GEMM_KERNEL == "scalar":
+    if cy.FUSED_KERNEL == "scalar":
         pytest.skip("this build has no fused kernels")
     run = subprocess.run([sys.executable, "-c", FEWER_THREADS], capture_output=True, text=True,
                          env={**os.environ, "OMP_THREAD_LIMIT": "1"}, check=False)
