@@ -178,17 +178,14 @@ def _algorithm(be, x, w, stride, pad, Ho, Wo):
     'im2col-portable' (see the module docstring)."""
     if not _host_path(be):
         return "im2col-portable"
-    N, C, H, W = x.shape
+    N, C = x.shape[:2]
     if _algorithms != "im2col" and stride == 1 and tuple(w.shape[2:]) == (3, 3):
-        fused = winograd.fused_applies(be, N) and (
-            winograd.fused_bytes(be, C, w.shape[0], H, W, pad, x.itemsize)
-            + winograd.fixed_bytes(C, w.shape[0], x.itemsize) <= _memory_budget)
+        fused = winograd.fused_applies(be, x.shape, w.shape[0], pad, x.itemsize,
+                                       _memory_budget)
         if _algorithms == "winograd" or (
                 be.winograd_compiled and _winograd_pays(C, N * Ho * Wo, fused)):
             return "winograd-fused" if fused else "winograd"
-    if conv_host.fused_applies(be, N, w.shape, Ho, Wo, x.itemsize) and (
-            conv_host.fused_bytes(be, w.shape, Ho, Wo, x.itemsize)[1]
-            + conv_host.fixed_bytes(w.shape, stride, 1, x.itemsize) <= _memory_budget):
+    if conv_host.fused_applies(be, N, w.shape, stride, Ho, Wo, x.itemsize, _memory_budget):
         return "im2col-fused"
     if _algorithms == "im2col":
         return "im2col"

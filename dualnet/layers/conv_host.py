@@ -69,20 +69,18 @@ FUSED_MAX_BYTES = 8 * 2**20
 fused_enabled = True
 
 
-def fused_bytes(be, w_shape, Ho, Wo, itemsize):
-    """(bytes one thread's workspace takes, bytes of all threads' workspaces plus alignment)
-    on the fused path, sized for backward (the larger)."""
-    F, C, HH, WW = w_shape
-    per_thread = be.im2col_fused.fused_workspace(C, F, HH, WW, Ho, Wo, True) * itemsize
-    return per_thread, be.im2col_fused.max_threads() * per_thread + 64
-
-
-def fused_applies(be, N, w_shape, Ho, Wo, itemsize):
-    """Whether the fused path can run (compiled vector GEMMs), keeps every thread busy, and
-    keeps a thread's workspace within `FUSED_MAX_BYTES`."""
-    if not fused_enabled or be.im2col_fused is None or N < be.im2col_fused.max_threads():
+def fused_applies(be, N, w_shape, stride, Ho, Wo, itemsize, budget):
+    """Whether the fused path can run (compiled vector GEMMs), keep every thread busy, keep a
+    thread's workspace (sized for backward, the larger) within `FUSED_MAX_BYTES`, and all
+    threads' workspaces (+ 64 bytes of arena alignment) and the per-call arrays within
+    `budget` bytes."""
+    mod = be.im2col_fused
+    if not fused_enabled or mod is None or N < mod.max_threads():
         return False
-    return fused_bytes(be, w_shape, Ho, Wo, itemsize)[0] <= FUSED_MAX_BYTES
+    F, C, HH, WW = w_shape
+    per_thread = mod.fused_workspace(C, F, HH, WW, Ho, Wo, True) * itemsize
+    return per_thread <= FUSED_MAX_BYTES and (
+        mod.max_threads() * per_thread + 64 + fixed_bytes(w_shape, stride, 1, itemsize) <= budget)
 
 
 def forward_fused(be, x, w, b, stride, pad, Ho, Wo):

@@ -48,9 +48,13 @@ def fused_bytes(be, C, F, H, W, pad, itemsize):
     return wino.max_threads() * wino.fused_workspace(C, F, H, W, pad, True) * itemsize + 64
 
 
-def fused_applies(be, N):
-    """Whether the fused path can run (compiled with vector GEMMs) and keep every thread busy."""
-    return fused_enabled and be.winograd_fused is not None and N >= be.winograd_fused.max_threads()
+def fused_applies(be, x_shape, F, pad, itemsize, budget):
+    """Whether the fused path can run (compiled with vector kernels), keep every thread busy,
+    and keep its workspaces and per-call arrays within `budget` bytes."""
+    N, C, H, W = x_shape
+    if not fused_enabled or be.winograd_fused is None or N < be.winograd_fused.max_threads():
+        return False
+    return fused_bytes(be, C, F, H, W, pad, itemsize) + fixed_bytes(C, F, itemsize) <= budget
 
 
 #: Tests turn this off to run the chunked path with compiled transforms.

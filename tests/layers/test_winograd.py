@@ -55,16 +55,20 @@ def _algorithm(x, w, param):
     return conv_forward_fast(x, w, np.zeros(w.shape[0], x.dtype), param)[1][-1]
 
 
-def _winograd_variant(be, N):
-    """The algorithm name a Winograd call on `be` with N samples records."""
-    return "winograd-fused" if winograd_layer.fused_applies(be, N) else "winograd"
+def _winograd_variant(be, x, F, pad=1):
+    """The algorithm name a Winograd call on `be` with input `x` and F filters records, at the
+    current memory budget."""
+    return ("winograd-fused" if winograd_layer.fused_applies(
+        be, x.shape, F, pad, x.itemsize, conv.get_memory_budget()) else "winograd")
 
 
 def test_only_3x3_stride_1_on_the_numpy_backend_takes_it(winograd):
     x = np.zeros((2, 3, 9, 9))
-    wino = _winograd_variant(backend.get("numpy"), 2)
-    assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 1}) == wino
-    assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 0}) == wino
+    be = backend.get("numpy")
+    assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 1}) \
+        == _winograd_variant(be, x, 4)
+    assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 1, "pad": 0}) \
+        == _winograd_variant(be, x, 4, pad=0)
     assert _algorithm(x, np.zeros((4, 3, 3, 3)), {"stride": 2, "pad": 1}) == "im2col"
     assert _algorithm(x, np.zeros((4, 3, 5, 5)), {"stride": 1, "pad": 2}) == "im2col"
     assert _algorithm(x, np.zeros((4, 3, 3, 1)), {"stride": 1, "pad": 1}) == "im2col"
@@ -81,10 +85,11 @@ def test_auto_takes_it_where_there_are_enough_channels(monkeypatch, fused):
     monkeypatch.setattr(winograd_layer, "fused_enabled", fused)
     assert conv.set_algorithm("auto") == "auto"  # the default
     be = backend.get("numpy")
-    fused = winograd_layer.fused_applies(be, 64)
     param = {"stride": 1, "pad": 1}
     x = np.zeros((64, 64, 4, 4), np.float32)
-    assert _algorithm(x, np.zeros((8, 64, 3, 3), np.float32), param) == _winograd_variant(be, 64)
+    assert _algorithm(x, np.zeros((8, 64, 3, 3), np.float32), param) \
+        == _winograd_variant(be, x, 8)
+    fused = _winograd_variant(be, np.zeros((64, 16, 16, 16), np.float32), 8) == "winograd-fused"
     # 16 channels: on the fused path only
     x = np.zeros((64, 16, 16, 16), np.float32)
     assert _algorithm(x, np.zeros((8, 16, 3, 3), np.float32), param) \
@@ -121,7 +126,8 @@ def test_equals_naive_and_im2col(numpy_backend, winograd, dtype, geom, seed):
     param = {"stride": 1, "pad": pad}
     winograd(True)
     out, cache = conv_forward_fast(x, w, b, param)
-    assert cache[-1] == _winograd_variant(numpy_backend, x.shape[0]) and out.dtype == dtype
+    assert cache[-1] == _winograd_variant(numpy_backend, x, w_shape[0], pad)
+    assert out.dtype == dtype
     ref, ref_cache = conv_forward_naive(x, w, b, param)
     dout = rng.standard_normal(ref.shape).astype(dtype)
     winograd(False)
@@ -146,7 +152,7 @@ def test_numeric_gradients(winograd):
     x, w, b = rng.randn(3, 2, 7, 6), rng.randn(3, 2, 3, 3), rng.randn(3)
     param = {"stride": 1, "pad": 1}
     out, cache = conv_forward_fast(x, w, b, param)
-    assert cache[-1] == _winograd_variant(backend.get("numpy"), 3)
+    assert cache[-1] == _winograd_variant(backend.get("numpy"), x, 3)
     dout = rng.randn(*out.shape)
     dx, dw, db = conv_backward_fast(dout, cache)
     assert rel_error(dx, eval_numerical_gradient_array(
