@@ -4,7 +4,7 @@
 
 Times forward + backward of each (batch, channels, size, filters) with
 `conv.set_algorithm("winograd")` and `("im2col")`, alternating, and prints the median time
-ratio per shape. `dualnet.layers.conv._winograd_pays` (the 'auto' rule) is read off this
+ratio per shape. `dualnet.backends.host_winograd.winograd_pays` (the 'auto' rule) is read off this
 table; rerun it on a new kind of machine before changing that rule.
 """
 # ruff: noqa: I001  (dualnet is imported before numpy: it tunes OpenBLAS as numpy loads)

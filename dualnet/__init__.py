@@ -1,11 +1,12 @@
 """dualnet: CS231n-style layers, models and a Solver on NumPy+Cython or CuPy+CUDA.
 
-The flat course names live in `dualnet.layers`; backends in `dualnet.backend`; models in
+The flat course names live in `dualnet.layers`; the backend registry in `dualnet.backend`
+(the backends themselves in `dualnet.backends`); models in
 `dualnet.models`, update rules in `dualnet.optim`, and the training loop is `Solver`.
 """
 
 # _tuning comes first: some of its settings only work before NumPy loads.
-from . import _tuning, backend, layers, models, optim
+from . import _tuning, backend, backends, layers, models, optim
 from .backend import seed
 from .solver import Solver
 

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 
 from . import __version__, backend
+from .backends import conv
 
 
 def _module_version(name: str) -> str:
@@ -65,11 +66,15 @@ def doctor() -> str:
     for name in backend.names():
         reason = backend.why_unavailable(name)
         if reason is None:
-            lines.append(f"  {name:<9} available: {backend.get(name).kernels()}")
+            be = backend.get(name)
+            lines.append(f"  {name:<9} available: {be.kernels()}")
+            lines.append(f"  {'':<9} convolution algorithms: {', '.join(be.conv_algorithms())}")
         else:
             detail = reason.replace("\n", "\n            ")
             lines.append(f"  {name:<9} UNAVAILABLE: {detail}")
     lines.append(f"Default:  {backend.current().name}")
+    lines.append(f"Conv:     set_algorithm({conv.get_algorithm()!r}), memory budget "
+                 f"{conv.get_memory_budget() / 2**20:g} MiB")
     from . import _tuning
 
     lines.append(f"Tuning:   {'; '.join(_tuning.APPLIED) or 'none (DUALNET_NO_TUNING)'}")

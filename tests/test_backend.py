@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from dualnet import backend
+from dualnet.backends import numpy as numpy_backend
 
 
 class FakeCupyArray:
@@ -113,13 +114,13 @@ def test_a_stale_extension_is_refused_with_the_reason(monkeypatch, capsys):
     winograd = pytest.importorskip("dualnet.kernels._winograd",
                                    reason="Cython extension not built (pip install -e .)")
     monkeypatch.setattr(winograd, "SOURCE_SHA256", "0" * 64)
-    monkeypatch.setattr(backend, "_said_no_extension", False)
-    be = backend.NumpyBackend()
+    monkeypatch.setattr(numpy_backend, "_said_no_extension", False)
+    be = numpy_backend.NumpyBackend()
     assert be._wino is None and be._ext is not None
     assert "built from another version of winograd.pyx" in be.kernels()
     assert be.kernels().startswith("Cython kernels (dualnet.kernels._im2col), pure-NumPy")
     assert "rebuild it: pip install -e ." in capsys.readouterr().err
-    backend.NumpyBackend()
+    numpy_backend.NumpyBackend()
     assert capsys.readouterr().err == ""  # said once
 
 
@@ -131,7 +132,7 @@ def test_the_stale_check_hashes_the_sources_setup_py_compiles():
     shared = next(ast.literal_eval(node.value) for node in ast.walk(tree)
                   if isinstance(node, ast.Assign)
                   and getattr(node.targets[0], "id", None) == "SHARED_SOURCES")
-    assert shared == backend._SHARED_SOURCES
-    be = backend.NumpyBackend()
+    assert shared == numpy_backend._SHARED_SOURCES
+    be = numpy_backend.NumpyBackend()
     if be.winograd_compiled:  # a fresh build is accepted
-        assert backend._stale_reason(be._wino, "_winograd") is None
+        assert numpy_backend._stale_reason(be._wino, "_winograd") is None

@@ -33,3 +33,21 @@ def test_report_without_a_gpu_says_why_there_is_no_device():
         assert "compute capability" in report
     else:
         assert "Device" in report and "compute capability" not in report
+
+
+def test_report_names_each_backends_convolution_algorithms_and_the_settings():
+    from dualnet.layers import conv
+
+    old_algorithm = conv.set_algorithm("winograd")
+    old_budget = conv.set_memory_budget(3 * 2**20)
+    try:
+        report = doctor()
+    finally:
+        conv.set_algorithm(old_algorithm)
+        conv.set_memory_budget(old_budget)
+    assert "Conv:     set_algorithm('winograd'), memory budget 3 MiB" in report
+    numpy_algorithms = ", ".join(backend.get("numpy").conv_algorithms())
+    assert "winograd-fused" in numpy_algorithms and "im2col-portable" not in numpy_algorithms
+    assert f"convolution algorithms: {numpy_algorithms}" in report
+    if backend.why_unavailable("cuda-emu") is None:
+        assert "convolution algorithms: im2col-portable" in report

@@ -1,29 +1,15 @@
-"""Launch code for `conv.cu`, shared by the `cupy` and `cuda-emu` backends, and the `cupy` backend.
+"""conv.cu and the CUDA toolchain around it: the source, its entry points, NVRTC options, and
+what CuPy can tell about the CUDA runtime, driver and devices.
 
-`ConvKernelBackend` holds everything about calling a conv.cu kernel except the launch
-itself: it validates arrays and geometry with real exceptions (a bad index in a kernel would
-corrupt memory, not raise), makes inputs contiguous, allocates outputs, picks the per-dtype
-entry point, computes the 1-D grid and block, and passes every scalar as a `numpy.int64`
-(the kernels declare `long long`). Subclasses supply one method,
-`_launch(entry, grid, block, args)`:
-
-- `CupyBackend` (here): a function of a lazily compiled `cupy.RawModule`;
-- `EmuBackend` (`emulate.py`): a ctypes call into conv.cu compiled for the CPU.
-
-Nothing here compiles, allocates or imports CuPy at import time.
+The backends that launch conv.cu's kernels live in `dualnet.backends` (`launch`, `cupy`,
+`emu`). Nothing here compiles, allocates or imports CuPy at import time.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
-
-from ..backend import Backend, BackendUnavailable
-from ..layers import _checks
-from . import reference
 
 #: The CUDA source every GPU-side kernel comes from (package data).
 KERNEL_SOURCE = Path(__file__).with_name("conv.cu")
@@ -38,200 +24,18 @@ KERNELS = (
     "avgpool_forward", "avgpool_backward",
 )
 
-_DTYPE_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+#: The entry-point suffix of each dtype the kernels take.
+DTYPE_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 
 
 def entry_points() -> list[str]:
     """Every `extern "C"` kernel name in conv.cu, e.g. 'im2col_f32'."""
-    return [f"{kernel}_{suffix}" for kernel in KERNELS for suffix in _DTYPE_SUFFIX.values()]
+    return [f"{kernel}_{suffix}" for kernel in KERNELS for suffix in DTYPE_SUFFIX.values()]
 
 
 def kernel_source() -> str:
     """The text of conv.cu."""
     return KERNEL_SOURCE.read_text(encoding="utf-8")
-
-
-def launch_config(total: int, block: int, max_grid: int) -> tuple[int, int]:
-    """(grid, block) for `total` elements: one thread each, the grid capped at `max_grid`.
-
-    The kernels loop with a grid stride, so a capped grid still covers every element.
-    """
-    return max(1, min(math.ceil(total / block), max_grid)), block
-
-
-class Geometry(NamedTuple):
-    """conv.cu's `struct Geometry` minus `total`, in the kernels' argument order."""
-
-    C: int
-    H: int
-    W: int
-    k_h: int
-    k_w: int
-    pad: int
-    stride: int
-    H_out: int
-    W_out: int
-
-
-class ConvKernelBackend(Backend):
-    """A backend whose heavy kernels are conv.cu's; subclasses implement `_launch`.
-
-    Shapes and dtypes are those of the `Backend` contract; float32 stays float32.
-    """
-
-    #: Threads per block.
-    block = 256
-    #: Most blocks per launch; tests lower it to exercise several grid-stride passes.
-    max_grid = 4096
-
-    def _launch(self, entry: str, grid: int, block: int, args: tuple) -> None:
-        """Run kernel `entry` on a 1-D grid; `args` are arrays and numpy scalars."""
-        raise NotImplementedError
-
-    # -- validation ------------------------------------------------------------------
-    def _where(self, op):
-        return f"{op} ({self.name} kernel)"
-
-    def _array(self, op, name, a, ndim, dtypes=tuple(_DTYPE_SUFFIX)):
-        """`a` checked (array of this backend, `ndim`-D, one of `dtypes`), made contiguous."""
-        where = self._where(op)
-        if not self.owns(a):
-            raise TypeError(f"{where}: {name} must be a {self.xp.__name__}.ndarray, got "
-                            f"{type(a).__module__}.{type(a).__name__}")
-        if a.dtype not in dtypes:
-            allowed = " or ".join(str(np.dtype(d)) for d in dtypes)
-            raise TypeError(f"{where}: {name} must be {allowed}, got {a.dtype}")
-        _checks.ndim(where, name, a, ndim)
-        return self.xp.ascontiguousarray(a)
-
-    def _geometry(self, op, x_shape, k_h, k_w, pad, stride) -> tuple[int, Geometry]:
-        """Validated (N, Geometry) of a sliding window over x_shape (N, C, H, W)."""
-        where = self._where(op)
-        if len(x_shape) != 4:
-            raise ValueError(f"{where}: x_shape must be (N, C, H, W), got {tuple(x_shape)}")
-        N, C, H, W = (_checks.positive_int(where, "x_shape", d, minimum=0) for d in x_shape)
-        k_h = _checks.positive_int(where, "window height", k_h)
-        k_w = _checks.positive_int(where, "window width", k_w)
-        pad = _checks.positive_int(where, "pad", pad, minimum=0)
-        stride = _checks.positive_int(where, "stride", stride)
-        H_out = _checks.window_output(where, H, k_h, pad, stride, "height")
-        W_out = _checks.window_output(where, W, k_w, pad, stride, "width")
-        return N, Geometry(C, H, W, k_h, k_w, pad, stride, H_out, W_out)
-
-    def _run(self, kernel, out, inputs, outputs, g: Geometry) -> None:
-        """Launch `kernel` with one thread per element of `out` (the array it fills)."""
-        total = out.size
-        if total == 0:
-            return  # an empty grid is an invalid launch, and there is nothing to compute
-        entry = f"{kernel}_{_DTYPE_SUFFIX[out.dtype]}"
-        grid, block = launch_config(total, self.block, self.max_grid)
-        scalars = tuple(np.int64(v) for v in (total, *g))
-        self._launch(entry, grid, block, (*inputs, *outputs, *scalars))
-
-    # -- kernels ---------------------------------------------------------------------
-    def im2col(self, x, HH, WW, pad, stride):
-        x = self._array("im2col", "x", x, 4)
-        N, g = self._geometry("im2col", x.shape, HH, WW, pad, stride)
-        cols = self.xp.empty((N, g.C * g.k_h * g.k_w, g.H_out * g.W_out), dtype=x.dtype)
-        self._run("im2col", cols, (x,), (cols,), g)
-        return cols
-
-    def col2im(self, cols, x_shape, HH, WW, pad, stride):
-        cols = self._array("col2im", "cols", cols, 3)
-        N, g = self._geometry("col2im", x_shape, HH, WW, pad, stride)
-        _checks.shape(self._where("col2im"), "cols", cols,
-                      (N, g.C * g.k_h * g.k_w, g.H_out * g.W_out))
-        dx = self.xp.empty((N, g.C, g.H, g.W), dtype=cols.dtype)
-        self._run("col2im", dx, (cols,), (dx,), g)
-        return dx
-
-    def maxpool_forward(self, x, ph, pw, stride):
-        x = self._array("maxpool_forward", "x", x, 4)
-        N, g = self._geometry("maxpool_forward", x.shape, ph, pw, 0, stride)
-        out = self.xp.empty((N, g.C, g.H_out, g.W_out), dtype=x.dtype)
-        argmax = self.xp.empty(out.shape, dtype=np.int64)
-        self._run("maxpool_forward", out, (x,), (out, argmax), g)
-        return out, argmax
-
-    def maxpool_backward(self, dout, argmax, x_shape, ph, pw, stride):
-        op = "maxpool_backward"
-        dout = self._array(op, "dout", dout, 4)
-        argmax = self._array(op, "argmax", argmax, 4, dtypes=(np.int64,))
-        N, g = self._geometry(op, x_shape, ph, pw, 0, stride)
-        out_shape = (N, g.C, g.H_out, g.W_out)
-        _checks.shape(self._where(op), "dout", dout, out_shape)
-        _checks.shape(self._where(op), "argmax", argmax, out_shape)
-        dx = self.xp.empty((N, g.C, g.H, g.W), dtype=dout.dtype)
-        self._run(op, dx, (dout, argmax), (dx,), g)
-        return dx
-
-    def avgpool_forward(self, x, ph, pw, stride):
-        x = self._array("avgpool_forward", "x", x, 4)
-        N, g = self._geometry("avgpool_forward", x.shape, ph, pw, 0, stride)
-        out = self.xp.empty((N, g.C, g.H_out, g.W_out), dtype=x.dtype)
-        self._run("avgpool_forward", out, (x,), (out,), g)
-        return out
-
-    def avgpool_backward(self, dout, x_shape, ph, pw, stride):
-        op = "avgpool_backward"
-        dout = self._array(op, "dout", dout, 4)
-        N, g = self._geometry(op, x_shape, ph, pw, 0, stride)
-        _checks.shape(self._where(op), "dout", dout, (N, g.C, g.H_out, g.W_out))
-        dx = self.xp.empty((N, g.C, g.H, g.W), dtype=dout.dtype)
-        self._run(op, dx, (dout,), (dx,), g)
-        return dx
-
-    def self_test(self) -> str | None:
-        """Run im2col on a tiny input; None when it matches the reference, else what differed."""
-        x = np.arange(2 * 3 * 3, dtype=np.float32).reshape(1, 2, 3, 3)
-        got = self.to_numpy(self.im2col(self.asarray(x), 2, 2, 1, 1))
-        want = reference.im2col(np, x, 2, 2, 1, 1)
-        if got.shape != want.shape or not np.array_equal(got, want):
-            return f"conv.cu's im2col ran but gave wrong results on {self.name}"
-        return None
-
-
-class CupyBackend(ConvKernelBackend):
-    """CuPy arrays on the current CUDA device; conv.cu through `cupy.RawModule` (NVRTC)."""
-
-    name = "cupy"
-    host = False
-
-    def __init__(self, cupy):
-        self.xp = cupy
-        self._module = None  # compiled at the first launch, then cached (CuPy caches on disk)
-
-    def to_numpy(self, a) -> np.ndarray:
-        if isinstance(a, self.xp.ndarray):
-            return a.get()
-        return np.asarray(a)
-
-    def synchronize(self) -> None:
-        self.xp.cuda.get_current_stream().synchronize()
-
-    def seed(self, n: int) -> None:
-        self.xp.random.seed(n)
-
-    def _generator(self, seed):
-        return self.xp.random if seed is None else self.xp.random.RandomState(seed)
-
-    def rand(self, shape, dtype, seed=None):
-        """Uniform [0, 1) samples made on the device (`seed` makes them reproducible on
-        CuPy, but they are not NumPy's numbers: no host round trip for a dropout mask)."""
-        return self._generator(seed).random_sample(shape, dtype=dtype)
-
-    def randn(self, shape, dtype, seed=None):
-        """Standard normal samples made on the device (same seeding rule as `rand`)."""
-        return self._generator(seed).standard_normal(shape, dtype=dtype)
-
-    def _launch(self, entry, grid, block, args):
-        if self._module is None:
-            self._module = self.xp.RawModule(code=kernel_source(), options=NVRTC_OPTIONS)
-        self._module.get_function(entry)((grid,), (block,), args)
-
-    def kernels(self) -> str:
-        return (f"conv.cu through cupy.RawModule (NVRTC {'.'.join(map(str, nvrtc_version()))})"
-                f" on {device_description(self.xp)}")
 
 
 def _cuda_version(v: int) -> str:
@@ -279,29 +83,3 @@ def device_problem(cupy) -> str | None:
     if count == 0:
         return "CUDA works but reports no device"
     return None
-
-
-def make_cupy_backend() -> CupyBackend:
-    """The `cupy` backend, after checking that CuPy, a device and conv.cu all work.
-
-    Raises:
-        BackendUnavailable: with the reason (CuPy missing, no device, driver too old,
-            conv.cu compile error text, or a kernel that ran but computed wrong values).
-    """
-    try:
-        import cupy
-    except ImportError as exc:
-        raise BackendUnavailable(f"CuPy is not installed ({exc})") from exc
-    problem = device_problem(cupy)
-    if problem:
-        raise BackendUnavailable(problem)
-    be = CupyBackend(cupy)
-    try:
-        problem = be.self_test()
-    except cupy.cuda.compiler.CompileException as exc:
-        raise BackendUnavailable(f"conv.cu does not compile under NVRTC: {exc}") from exc
-    except (cupy.cuda.driver.CUDADriverError, cupy.cuda.runtime.CUDARuntimeError) as exc:
-        raise BackendUnavailable(f"a conv.cu kernel failed to run: {exc}") from exc
-    if problem:
-        raise BackendUnavailable(problem)
-    return be

@@ -1,11 +1,11 @@
-"""The `cuda-emu` backend: conv.cu compiled for the CPU and launched like a GPU kernel.
+"""conv.cu compiled for the CPU, for the `cuda-emu` backend (`dualnet.backends.emu`).
 
 The host C++ compiler builds the unchanged conv.cu with `emulate.h` force-included (it
 supplies `threadIdx`, `blockIdx`, `blockDim`, `gridDim` and empty `__global__`/`__device__`),
 plus one generated `DUALNET_EMU_EXPORT(entry)` line per kernel, which defines a C function
 `dualnet_launch_<entry>(grid, block, void** args)` that runs every block and thread of the
-grid in turn. Python reaches it through the same `ConvKernelBackend` launch code as the
-`cupy` backend; only `_launch` differs. Arrays are numpy arrays.
+grid in turn. Python reaches it through the same launch code as the `cupy` backend; only
+`_launch` differs. Arrays are numpy arrays.
 
 The shared library is cached in a per-user directory under a hash of the compiler, flags and
 every source byte. The compiler runs from an argument list (never a shell) on packaged
@@ -15,7 +15,6 @@ there is no silent fallback.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
 import shutil
@@ -23,10 +22,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from ..backend import BackendUnavailable
-from .cuda import KERNEL_SOURCE, ConvKernelBackend, entry_points
+from .cuda import KERNEL_SOURCE, entry_points
 
 #: The header that makes conv.cu valid host C++.
 HEADER = Path(__file__).with_name("emulate.h")
@@ -101,65 +98,3 @@ def _compile(compiler, source_path, header_path, unit, directory, library) -> Pa
         # Atomic: a concurrent process sees either no library or a complete one.
         os.replace(built, library)
     return library
-
-
-def _ctypes_argument(a):
-    """One launch argument as a ctypes value: an array's data pointer or a fixed-width scalar.
-
-    Python ints and floats are refused, as the GPU path would silently pass them as
-    `long long` / `double` whatever the kernel declares.
-    """
-    if isinstance(a, np.ndarray):
-        return ctypes.c_void_p(a.ctypes.data)
-    if isinstance(a, np.generic):
-        return np.ctypeslib.as_ctypes_type(a.dtype)(a.item())
-    raise TypeError(f"kernel arguments must be arrays or numpy scalars, got {type(a).__name__}")
-
-
-class EmuBackend(ConvKernelBackend):
-    """Host arrays; conv.cu's kernels compiled by the host C++ compiler, run thread by thread."""
-
-    name = "cuda-emu"
-    xp = np
-    #: Emulated threads run one after another, so idle ones cost time: keep grids small.
-    max_grid = 64
-
-    def __init__(self, library: Path):
-        self.library = library
-        self._lib = ctypes.CDLL(str(library))
-        self._entries = {}
-
-    def _entry(self, entry):
-        fn = self._entries.get(entry)
-        if fn is None:
-            fn = getattr(self._lib, f"dualnet_launch_{entry}")
-            fn.argtypes = [ctypes.c_uint, ctypes.c_uint, ctypes.POINTER(ctypes.c_void_p)]
-            fn.restype = None
-            self._entries[entry] = fn
-        return fn
-
-    def _launch(self, entry, grid, block, args):
-        # Like cudaLaunchKernel: an array of pointers to each argument's value.
-        values = [_ctypes_argument(a) for a in args]
-        pointers = (ctypes.c_void_p * len(values))(*(ctypes.addressof(v) for v in values))
-        self._entry(entry)(grid, block, pointers)
-
-    def kernels(self) -> str:
-        return f"conv.cu compiled for the CPU by the host compiler ({self.library})"
-
-
-def make_emu_backend() -> EmuBackend:
-    """Build (or reuse) the emulator library and check one kernel against the reference.
-
-    Raises:
-        BackendUnavailable: with the compiler's error text, or the self-test's complaint.
-    """
-    library = build()
-    try:
-        be = EmuBackend(library)
-    except OSError as exc:  # e.g. a library built for another architecture
-        raise BackendUnavailable(f"cannot load {library}: {exc}") from exc
-    problem = be.self_test()
-    if problem:
-        raise BackendUnavailable(problem)
-    return be

@@ -302,7 +302,7 @@ def col2im(cols, x_shape, HH, WW, pad, stride, out=None):
 # -- GEMM rows <-> NCHW ---------------------------------------------------------------------
 # The fast convolution's GEMMs hold a chunk's outputs as rows: (q*F, N*(Ho/q)*Wo), row s*F + f
 # holding filter f's output rows q*hp + s (hp = 0 .. Ho/q - 1) one sample after another; q is
-# 1, or 2 when the host convolution computes vertical output pairs (`layers/conv_host.py`).
+# 1, or 2 when the host convolution computes vertical output pairs (`backends/host_im2col.py`).
 # -- fused convolution ---------------------------------------------------------------------
 # Per sample, in the thread's workspace row (K = C*HH*WW, P = Ho*Wo):
 #   forward   cols (K, P) = im2col(x[n]);  y[n] (F, P) = bias + w (F, K) @ cols

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import _checks
+from .. import _checks
 
 
 def relu_forward(x):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from . import _checks
+from .. import _checks
 
 
 def affine_forward(x, w, b):

@@ -9,7 +9,7 @@ the step-by-step computational-graph form the course asks students to derive.
 
 from __future__ import annotations
 
-from . import _checks
+from .. import _checks
 
 
 def _standardize(xp, x, axes, eps):

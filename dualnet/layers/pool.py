@@ -6,7 +6,7 @@ leave gaps (2x2 stride 3), but must fit exactly: (H - pool_height) / stride must
 
 from __future__ import annotations
 
-from . import _checks
+from .. import _checks
 
 
 def _pool_geometry(layer, x, pool_param):

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backend, layers
-from ..layers import _checks
+from .. import _checks, backend, layers
 from ..models.base import init_scale
 from .module import Module
 

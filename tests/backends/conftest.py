@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dualnet import backend
-from dualnet.kernels.cuda import ConvKernelBackend
+from dualnet.backends.launch import ConvKernelBackend
 
 #: Agreement with the numpy backend, per dtype (relative, and absolute on the output's scale).
 TOLERANCE = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from dualnet import backend
-from dualnet.kernels.cuda import ConvKernelBackend, launch_config
+from dualnet.backends.launch import ConvKernelBackend, launch_config
 
 # (H, W, k_h, k_w, pad, stride): square and not, padded, strided, windows with gaps.
 CONV_GEOMETRIES = [

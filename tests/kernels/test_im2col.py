@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from dualnet import backend, layers
+from dualnet.backends.numpy import NumpyBackend
 from dualnet.kernels import reference
 
 cy = pytest.importorskip("dualnet.kernels._im2col",
@@ -182,7 +183,7 @@ def numpy_backend(request, monkeypatch):
     """The `numpy` backend with its Cython kernels, or rebuilt with them disabled."""
     if request.param == "fallback":
         monkeypatch.setenv("DUALNET_NO_EXTENSION", "1")
-        be = backend.NumpyBackend()
+        be = NumpyBackend()
         assert be.kernels().startswith("pure-NumPy kernels")
         monkeypatch.setitem(backend._instances, "numpy", be)
     be = backend.get("numpy")

@@ -150,3 +150,32 @@ class TestBadInput:
                                              r"padded input height"):
             forward(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 5, 5)), np.zeros(1),
                     {"stride": 1, "pad": 0})
+
+
+def test_empty_filters_are_refused_by_name():
+    x = np.zeros((1, 3, 4, 4))
+    for forward in (conv_forward_naive, conv_forward_fast):
+        with pytest.raises(ValueError, match=rf"{forward.__name__}: w must have no empty axis, "
+                                             r"got shape \(0, 3, 3, 3\)"):
+            forward(x, np.zeros((0, 3, 3, 3)), np.zeros(0), {"stride": 1, "pad": 1})
+
+
+def test_backward_fast_refuses_a_wrong_dout_or_a_foreign_cache():
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3))
+    out, cache = conv_forward_fast(x, w, np.zeros(4), {"stride": 2, "pad": 1})
+    assert out.shape == (2, 4, 3, 3)
+    with pytest.raises(ValueError, match=r"conv_backward_fast: dout must have shape "
+                                         r"\(2, 4, 3, 3\), got \(2, 4, 3, 4\)"):
+        conv_backward_fast(np.zeros((2, 4, 3, 4)), cache)
+    naive_cache = conv_forward_naive(x, w, np.zeros(4), {"stride": 2, "pad": 1})[1]
+    with pytest.raises(TypeError, match="conv_backward_fast: cache must be the cache "
+                                        "conv_forward_fast returned, got tuple"):
+        conv_backward_fast(out, naive_cache)
+
+
+def test_an_output_too_large_for_memory_names_the_layer_and_its_parameters():
+    x, w = np.zeros((2, 3, 8, 8)), np.zeros((4, 3, 3, 3))
+    with pytest.raises(MemoryError, match=r"conv_forward_fast: no memory for an output of "
+                                          r"shape \(2, 4, 2000006, 2000006\)"):
+        conv_forward_fast(x, w, np.zeros(4), {"stride": 1, "pad": 10**6})

@@ -8,6 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dualnet import backend
+from dualnet.backends import host_im2col, host_winograd
+from dualnet.backends.conv import ConvCall
+from dualnet.backends.numpy import NumpyBackend
 from dualnet.gradient_check import eval_numerical_gradient_array, rel_error
 from dualnet.layers import (
     conv,
@@ -15,16 +18,14 @@ from dualnet.layers import (
     conv_backward_naive,
     conv_forward_fast,
     conv_forward_naive,
-    conv_host,
 )
-from dualnet.layers import winograd as winograd_layer
 
 
 @pytest.fixture(autouse=True)
 def _chunked_im2col(monkeypatch):
     """The im2col side of these tests is the chunked path (the fused one has its own tests in
-    test_conv_host.py), so 'im2col' keeps its name."""
-    monkeypatch.setattr(conv_host, "fused_enabled", False)
+    test_host_im2col.py), so 'im2col' keeps its name."""
+    monkeypatch.setattr(host_im2col, "fused_enabled", False)
 
 
 @pytest.fixture
@@ -42,9 +43,9 @@ def numpy_backend(request, monkeypatch):
     sample per thread, or always chunked), or rebuilt without them."""
     if request.param == "fallback":
         monkeypatch.setenv("DUALNET_NO_EXTENSION", "1")
-        monkeypatch.setitem(backend._instances, "numpy", backend.NumpyBackend())
+        monkeypatch.setitem(backend._instances, "numpy", NumpyBackend())
     if request.param == "cython-chunked":
-        monkeypatch.setattr(winograd_layer, "fused_enabled", False)
+        monkeypatch.setattr(host_winograd, "fused_enabled", False)
     be = backend.get("numpy")
     assert be.kernels().startswith("pure-NumPy") == (request.param == "fallback")
     with backend.use("numpy"):
@@ -58,8 +59,9 @@ def _algorithm(x, w, param):
 def _winograd_variant(be, x, F, pad=1):
     """The algorithm name a Winograd call on `be` with input `x` and F filters records, at the
     current memory budget."""
-    return ("winograd-fused" if winograd_layer.fused_applies(
-        be, x.shape, F, pad, x.itemsize, conv.get_memory_budget()) else "winograd")
+    call = ConvCall.of(x, np.zeros((F, x.shape[1], 3, 3)), 1, pad, 0, 0)
+    fused = be.conv_algorithms()["winograd-fused"].fits(call, conv.get_memory_budget())
+    return "winograd-fused" if fused else "winograd"
 
 
 def test_only_3x3_stride_1_on_the_numpy_backend_takes_it(winograd):
@@ -82,7 +84,7 @@ def test_only_3x3_stride_1_on_the_numpy_backend_takes_it(winograd):
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_auto_takes_it_where_there_are_enough_channels(monkeypatch, fused):
-    monkeypatch.setattr(winograd_layer, "fused_enabled", fused)
+    monkeypatch.setattr(host_winograd, "fused_enabled", fused)
     assert conv.set_algorithm("auto") == "auto"  # the default
     be = backend.get("numpy")
     param = {"stride": 1, "pad": 1}
@@ -165,14 +167,14 @@ def test_numeric_gradients(winograd):
 
 @pytest.mark.parametrize("per_chunk, chunks", [(1, 9), (2, 5), (9, 1)])
 def test_results_do_not_depend_on_the_chunking(winograd, monkeypatch, per_chunk, chunks):
-    monkeypatch.setattr(winograd_layer, "fused_enabled", False)
+    monkeypatch.setattr(host_winograd, "fused_enabled", False)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((9, 4, 10, 11))
     w = rng.standard_normal((5, 4, 3, 3))
     b = rng.standard_normal(5)
     param = {"stride": 1, "pad": 1}
-    old = conv.set_memory_budget(winograd_layer.fixed_bytes(4, 5, x.itemsize)
-                                 + per_chunk * winograd_layer.sample_bytes(4, 5, 10, 11, 1,
+    old = conv.set_memory_budget(host_winograd.fixed_bytes(4, 5, x.itemsize)
+                                 + per_chunk * host_winograd.sample_bytes(4, 5, 10, 11, 1,
                                                                            x.itemsize))
     try:
         out, cache = conv_forward_fast(x, w, b, param)
@@ -200,8 +202,8 @@ def test_fused_path_needs_its_workspace_within_the_budget(winograd):
     w = rng.standard_normal((6, 8, 3, 3))
     b = rng.standard_normal(6)
     param = {"stride": 1, "pad": 1}
-    need = (winograd_layer.fused_bytes(be, 8, 6, 12, 12, 1, x.itemsize)
-            + winograd_layer.fixed_bytes(8, 6, x.itemsize))
+    need = be.conv_algorithms()["winograd-fused"].scratch_bytes(
+        ConvCall.of(x, w, 1, 1, 12, 12))
     old = conv.set_memory_budget(need)
     try:
         out, cache = conv_forward_fast(x, w, b, param)
@@ -244,8 +246,8 @@ def test_auto_judges_winograd_by_the_path_that_fits_the_budget():
     N = max(2, be.winograd_fused.max_threads())
     x = np.zeros((N, 16, 32, 32), np.float32)
     w = np.zeros((16, 16, 3, 3), np.float32)
-    need = (winograd_layer.fused_bytes(be, 16, 16, 32, 32, 1, 4)
-            + winograd_layer.fixed_bytes(16, 16, 4))
+    need = be.conv_algorithms()["winograd-fused"].scratch_bytes(
+        ConvCall.of(x, w, 1, 1, 32, 32))
     assert conv.get_algorithm() == "auto"
     old = conv.set_memory_budget(need)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import backend
+from . import backend
 
 
 def floating(layer: str, **arrays):

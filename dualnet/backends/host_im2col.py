@@ -1,4 +1,6 @@
-"""The fast convolution on host backends: im2col into reused buffers, one GEMM per chunk.
+"""The numpy backend's im2col algorithms: 'im2col', 'im2col-pairs' (chunked) and 'im2col-fused'.
+
+Chunked: im2col into reused buffers, one GEMM per chunk.
 
 A chunk of n samples unfolds into patches laid out (K, n, P), K = C*HH*WW rows and P = Ho*Wo
 columns per sample, so each pass is one large GEMM over n*P columns instead of n thin ones
@@ -16,9 +18,9 @@ gets 2F rows and the patches shrink to (HH + S)/(2 HH) of their size, for (HH + 
 the multiply-adds (8/7 for the course's 7x7 filters). Patch rows stay contiguous, so
 im2col keeps its block copies.
 
-Buffers come from `_scratch`; the caller sizes the chunks (`parts`) to the memory budget.
+Buffers come from `scratch`; chunks (`parts`) are sized to the memory budget.
 
-Fused (`forward_fused`, `backward_fused`; the compiled module with vector GEMMs, a sample per
+Fused (`Im2colFused`; the compiled module with vector GEMMs, a sample per
 thread at least): each thread takes whole samples, builds one sample's patches in its cache
 and multiplies them there with the small register-blocked GEMMs of `microkernels.h`, writing
 NCHW output directly. Measured (2-core EPYC, AVX-512) against the chunked path, fwd+bwd:
@@ -29,7 +31,7 @@ for a 5x5 32->64 layer (1 MB), 0.78x with 7 MB per thread, 1.6x with 15 MB: henc
 
 from __future__ import annotations
 
-from . import _scratch
+from . import conv, scratch
 
 #: Layers with at most this many filters compute output pairs (when the shape allows).
 PAIRS_MAX_FILTERS = 32
@@ -69,42 +71,6 @@ FUSED_MAX_BYTES = 8 * 2**20
 fused_enabled = True
 
 
-def fused_applies(be, N, w_shape, stride, Ho, Wo, itemsize, budget):
-    """Whether the fused path can run (compiled vector GEMMs), keep every thread busy, keep a
-    thread's workspace (sized for backward, the larger) within `FUSED_MAX_BYTES`, and all
-    threads' workspaces (+ 64 bytes of arena alignment) and the per-call arrays within
-    `budget` bytes."""
-    mod = be.im2col_fused
-    if not fused_enabled or mod is None or N < mod.max_threads():
-        return False
-    F, C, HH, WW = w_shape
-    per_thread = mod.fused_workspace(C, F, HH, WW, Ho, Wo, True) * itemsize
-    return per_thread <= FUSED_MAX_BYTES and (
-        mod.max_threads() * per_thread + 64 + fixed_bytes(w_shape, stride, 1, itemsize) <= budget)
-
-
-def forward_fused(be, x, w, b, stride, pad, Ho, Wo):
-    """`forward` on the fused path; x, w, b C-contiguous."""
-    mod = be.im2col_fused
-    F, C, HH, WW = w.shape
-    ws, = _scratch.arrays(be, x.dtype, (mod.max_threads(),
-                                        mod.fused_workspace(C, F, HH, WW, Ho, Wo, False)))
-    out = be.xp.empty((x.shape[0], F, Ho, Wo), dtype=x.dtype)
-    return mod.conv_forward_fused(x, be.xp.ascontiguousarray(w), b, pad, stride, out, ws)
-
-
-def backward_fused(be, dout, x, w, stride, pad, need_dx=True):
-    """`backward` on the fused path: dx (or None), dw."""
-    mod = be.im2col_fused
-    F, C, HH, WW = w.shape
-    Ho, Wo = dout.shape[2:]
-    ws, = _scratch.arrays(be, x.dtype, (mod.max_threads(),
-                                        mod.fused_workspace(C, F, HH, WW, Ho, Wo, True)))
-    dx = be.xp.empty_like(x) if need_dx else None
-    dw = mod.conv_backward_fused(dout, x, be.xp.ascontiguousarray(w), pad, stride, dx, ws)
-    return dx, dw
-
-
 def _stacked_weights(xp, w, stride, q):
     """w (F, C, HH, WW) -> (q*F, C*(HH + (q-1)*stride)*WW): copy s shifted down s strides."""
     F, C, HH, WW = w.shape
@@ -137,7 +103,7 @@ def forward(be, x, w, b, stride, pad, parts, Ho, Wo, q=1):
     out = xp.empty((x.shape[0], F, Ho, Wo), dtype=x.dtype)
     for part in parts:
         n = part.stop - part.start
-        cols, rows = _scratch.arrays(be, x.dtype, (K, n, P), (q * F, n * P))
+        cols, rows = scratch.arrays(be, x.dtype, (K, n, P), (q * F, n * P))
         be.im2col(x[part], HHq, WW, pad, strides, out=cols.transpose(1, 0, 2))
         xp.matmul(wq, cols.reshape(K, n * P), out=rows)
         be.rows_to_nchw(rows, b, out[part], q)
@@ -158,7 +124,7 @@ def backward(be, dout, x, w, stride, pad, parts, q=1, need_dx=True):
     dx = xp.empty_like(x) if need_dx else None
     for part in parts:
         n = part.stop - part.start
-        cols, rows, dcols = _scratch.arrays(be, x.dtype, (K, n, P), (q * F, n * P),
+        cols, rows, dcols = scratch.arrays(be, x.dtype, (K, n, P), (q * F, n * P),
                                             (K, n, P) if need_dx else (0,))
         be.im2col(x[part], HHq, WW, pad, strides, out=cols.transpose(1, 0, 2))
         be.nchw_to_rows(dout[part], rows, q)
@@ -172,3 +138,79 @@ def backward(be, dout, x, w, stride, pad, parts, q=1, need_dx=True):
             be.col2im(dcols.transpose(1, 0, 2), x[part].shape, HHq, WW, pad, strides,
                       out=dx[part])
     return dx, _folded(dwq, w.shape, stride, q)
+
+
+class Im2colChunked(conv.ConvAlgorithm):
+    """'im2col': im2col + one GEMM per batch chunk (`forward`, `backward` above)."""
+
+    name = "im2col"
+    #: Outputs per patch column: 1, or 2 for vertical output pairs.
+    q = 1
+
+    def chunk_bytes(self, call):
+        sample = sample_bytes(call.w_shape, call.stride, call.Ho, call.Wo, self.q, call.itemsize)
+        if not self.be.im2col_compiled:
+            sample *= scratch.REFERENCE_OVERHEAD
+        return sample, fixed_bytes(call.w_shape, call.stride, self.q, call.itemsize)
+
+    def forward(self, x, w, b, call):
+        parts = self.parts(call)
+        return forward(self.be, x, w, b, call.stride, call.pad, parts, call.Ho, call.Wo,
+                       self.q), parts
+
+    def backward(self, dout, ctx, need_dx):
+        return backward(self.be, dout, ctx.x, ctx.w, ctx.stride, ctx.pad, ctx.parts, self.q,
+                        need_dx)
+
+
+class Im2colPairs(Im2colChunked):
+    """'im2col-pairs': chunked im2col computing two vertical outputs per patch column, for
+    layers with few filters (`outputs_per_column`)."""
+
+    name = "im2col-pairs"
+    q = 2
+
+    def applies(self, call):
+        return outputs_per_column(call.F, call.HH, call.stride, call.Ho) == 2
+
+
+class Im2colFused(conv.ConvAlgorithm):
+    """'im2col-fused': per sample in each thread's cache (see the module docstring)."""
+
+    name = "im2col-fused"
+    chunked = False
+
+    def _workspace(self, call, backward):
+        """Elements of one thread's workspace row."""
+        return self.be.im2col_fused.fused_workspace(call.C, call.F, call.HH, call.WW, call.Ho,
+                                                    call.Wo, backward)
+
+    def applies(self, call):
+        """Compiled vector GEMMs, every thread busy (a sample each at least), and a thread's
+        workspace (sized for backward, the larger) within `FUSED_MAX_BYTES`."""
+        mod = self.be.im2col_fused
+        if not fused_enabled or mod is None or call.N < mod.max_threads():
+            return False
+        return self._workspace(call, True) * call.itemsize <= FUSED_MAX_BYTES
+
+    def scratch_bytes(self, call):
+        """All threads' workspaces (+ 64 bytes of arena alignment) and the per-call arrays."""
+        return (self.be.im2col_fused.max_threads() * self._workspace(call, True)
+                * call.itemsize + 64 + fixed_bytes(call.w_shape, call.stride, 1, call.itemsize))
+
+    def forward(self, x, w, b, call):
+        be, mod = self.be, self.be.im2col_fused
+        ws, = scratch.arrays(be, x.dtype, (mod.max_threads(), self._workspace(call, False)))
+        out = be.xp.empty((call.N, call.F, call.Ho, call.Wo), dtype=x.dtype)
+        return mod.conv_forward_fused(x, be.xp.ascontiguousarray(w), b, call.pad, call.stride,
+                                      out, ws), None
+
+    def backward(self, dout, ctx, need_dx):
+        be, mod = self.be, self.be.im2col_fused
+        x, w = ctx.x, ctx.w
+        call = conv.ConvCall.of(x, w, ctx.stride, ctx.pad, *dout.shape[2:])
+        ws, = scratch.arrays(be, x.dtype, (mod.max_threads(), self._workspace(call, True)))
+        dx = be.xp.empty_like(x) if need_dx else None
+        dw = mod.conv_backward_fused(dout, x, be.xp.ascontiguousarray(w), ctx.pad, ctx.stride,
+                                     dx, ws)
+        return dx, dw

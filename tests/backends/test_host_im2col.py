@@ -1,5 +1,5 @@
-"""The numpy backend's im2col + GEMM path (`dualnet/layers/conv_host.py`), with and without
-vertical output pairs: which shapes take pairs, the stacked filter matrix and its adjoint, and
+"""The numpy backend's im2col + GEMM algorithms (`dualnet/backends/host_im2col.py`), with and
+without vertical output pairs: which shapes take pairs, the stacked filter matrix and its adjoint, and
 the layers against the naive ones (Cython kernels and pure-NumPy fallback, several chunks), and
 the fused per-sample path."""
 
@@ -9,6 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dualnet import backend
+from dualnet.backends import host_im2col
+from dualnet.backends.numpy import NumpyBackend
 from dualnet.gradient_check import eval_numerical_gradient_array, rel_error
 from dualnet.layers import (
     conv,
@@ -16,14 +18,13 @@ from dualnet.layers import (
     conv_backward_naive,
     conv_forward_fast,
     conv_forward_naive,
-    conv_host,
 )
 
 
 @pytest.fixture(autouse=True)
 def chunked(monkeypatch):
     """The chunked path unless a test asks for the fused one (`fused` below)."""
-    monkeypatch.setattr(conv_host, "fused_enabled", False)
+    monkeypatch.setattr(host_im2col, "fused_enabled", False)
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def fused(monkeypatch):
     be = backend.get("numpy")
     if be.im2col_fused is None:
         pytest.skip("no fused kernels: " + be.kernels())
-    monkeypatch.setattr(conv_host, "fused_enabled", True)
+    monkeypatch.setattr(host_im2col, "fused_enabled", True)
     return be
 
 
@@ -40,7 +41,7 @@ def numpy_backend(request, monkeypatch):
     """The numpy backend with its Cython kernels, or rebuilt without them."""
     if request.param == "fallback":
         monkeypatch.setenv("DUALNET_NO_EXTENSION", "1")
-        monkeypatch.setitem(backend._instances, "numpy", backend.NumpyBackend())
+        monkeypatch.setitem(backend._instances, "numpy", NumpyBackend())
     be = backend.get("numpy")
     assert be.kernels().startswith("pure-NumPy") == (request.param == "fallback")
     with backend.use("numpy"):
@@ -96,7 +97,7 @@ def test_pairs_for_few_filters_tall_windows_and_even_heights():
 def test_stacked_weights_and_their_fold_are_adjoint(stride):
     rng = np.random.default_rng(0)
     w = rng.standard_normal((3, 2, 5, 4))
-    wq = conv_host._stacked_weights(np, w, stride, 2)
+    wq = host_im2col._stacked_weights(np, w, stride, 2)
     assert wq.shape == (6, 2 * (5 + stride) * 4)
     # copy 1 is copy 0 moved down `stride` rows
     stacked = wq.reshape(2, 3, 2, 5 + stride, 4)
@@ -104,7 +105,7 @@ def test_stacked_weights_and_their_fold_are_adjoint(stride):
     np.testing.assert_array_equal(stacked[1, :, :, stride:], w)
     U = rng.standard_normal(wq.shape)
     assert np.vdot(wq, U) == pytest.approx(
-        np.vdot(w, conv_host._folded(U, w.shape, stride, 2)), rel=1e-12)
+        np.vdot(w, host_im2col._folded(U, w.shape, stride, 2)), rel=1e-12)
 
 
 @st.composite
@@ -148,8 +149,8 @@ def test_pairs_do_not_depend_on_the_chunking(per_chunk, chunks):
     w = rng.standard_normal((5, 3, 5, 5))
     b = rng.standard_normal(5)
     param = {"stride": 1, "pad": 2}
-    old = conv.set_memory_budget(conv_host.fixed_bytes(w.shape, 1, 2, x.itemsize)
-                                 + per_chunk * conv_host.sample_bytes(w.shape, 1, 12, 10, 2,
+    old = conv.set_memory_budget(host_im2col.fixed_bytes(w.shape, 1, 2, x.itemsize)
+                                 + per_chunk * host_im2col.sample_bytes(w.shape, 1, 12, 10, 2,
                                                                       x.itemsize))
     try:
         out, cache = conv_forward_fast(x, w, b, param)
@@ -212,7 +213,7 @@ def test_fused_path_needs_a_sample_per_thread_and_a_cache_sized_workspace(fused,
     assert _algorithm((threads, 3, 32, 32), (32, 3, 7, 7), 1, 3) == "im2col-fused"
     if threads > 1:  # fewer samples than threads: the chunked path's multithreaded GEMMs
         assert _algorithm((threads - 1, 3, 32, 32), (32, 3, 7, 7), 1, 3) == "im2col-pairs"
-    monkeypatch.setattr(conv_host, "FUSED_MAX_BYTES", 1000)
+    monkeypatch.setattr(host_im2col, "FUSED_MAX_BYTES", 1000)
     assert _algorithm((threads, 3, 32, 32), (32, 3, 7, 7), 1, 3) == "im2col-pairs"
 
 

@@ -11,15 +11,9 @@ import numpy as np
 import pytest
 
 from dualnet import backend
-from dualnet.layers import (
-    _scratch,
-    conv,
-    conv_backward_fast,
-    conv_backward_naive,
-    conv_forward_fast,
-    conv_host,
-    winograd,
-)
+from dualnet.backends import host_im2col, host_winograd, scratch
+from dualnet.backends.numpy import NumpyBackend
+from dualnet.layers import conv, conv_backward_fast, conv_backward_naive, conv_forward_fast
 
 
 @pytest.fixture
@@ -42,7 +36,7 @@ def _warm_kernels():
 def _traced_peak(fn, *args, **kwargs):
     """(result, peak bytes newly allocated while fn ran), scratch buffers dropped first so
     that the call's own scratch counts in full."""
-    _scratch.release()
+    scratch.release()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
@@ -63,8 +57,8 @@ def _winograd(fused):
 def test_large_batch_conv_stays_within_the_default_budget(monkeypatch, algorithm, fused):
     # 512x64x32x32 with 3x3 filters: the patches of the whole batch would take 1.2 GB (and
     # Winograd's transform coefficients 0.6 GB)
-    monkeypatch.setattr(winograd, "fused_enabled", fused)
-    monkeypatch.setattr(conv_host, "fused_enabled", fused)
+    monkeypatch.setattr(host_winograd, "fused_enabled", fused)
+    monkeypatch.setattr(host_im2col, "fused_enabled", fused)
     im2col = "im2col-fused" if fused and backend.get("numpy").im2col_fused else "im2col"
     expected = im2col if algorithm == "im2col" else _winograd(fused)
     old = conv.set_algorithm(algorithm)
@@ -114,7 +108,7 @@ def numpy_kernels(request, monkeypatch):
     """The numpy backend with its Cython kernels, or rebuilt without them."""
     if request.param == "fallback":
         monkeypatch.setenv("DUALNET_NO_EXTENSION", "1")
-        monkeypatch.setitem(backend._instances, "numpy", backend.NumpyBackend())
+        monkeypatch.setitem(backend._instances, "numpy", NumpyBackend())
     with backend.use("numpy"):
         yield request.param
 
@@ -129,8 +123,8 @@ def test_budget_bounds_a_small_problem_too(budget, numpy_kernels, monkeypatch, a
                                            w_shape, pad, expected):
     # the whole batch's scratch (several MB) is well above this 1 MB budget; the fused paths
     # (which need far less than 1 MB here) have their own test below
-    monkeypatch.setattr(winograd, "fused_enabled", False)
-    monkeypatch.setattr(conv_host, "fused_enabled", False)
+    monkeypatch.setattr(host_winograd, "fused_enabled", False)
+    monkeypatch.setattr(host_im2col, "fused_enabled", False)
     budget(1_000_000)
     x = np.random.default_rng(2).standard_normal((64, 8, 16, 16), dtype=np.float32)
     w = np.ones(w_shape, dtype=np.float32)
@@ -168,8 +162,8 @@ def test_fused_paths_stay_within_a_small_budget(budget, algorithm):
 @pytest.mark.parametrize("fused", [True, False])
 def test_buffers_held_between_calls_stay_within_the_budget(budget, monkeypatch, fused):
     """Both algorithms draw on the same buffers: what stays held is one chunk's scratch."""
-    monkeypatch.setattr(winograd, "fused_enabled", fused)
-    monkeypatch.setattr(conv_host, "fused_enabled", fused)
+    monkeypatch.setattr(host_winograd, "fused_enabled", fused)
+    monkeypatch.setattr(host_im2col, "fused_enabled", fused)
     budget(3_200_000)  # above the per-call 2.1 MB of filter transforms: both paths fit
     x = np.random.default_rng(3).standard_normal((32, 64, 8, 8), dtype=np.float32)
     im2col = "im2col-fused" if fused and backend.get("numpy").im2col_fused else "im2col"
@@ -182,7 +176,7 @@ def test_buffers_held_between_calls_stay_within_the_budget(budget, monkeypatch, 
             conv.set_algorithm(old)
         conv_backward_fast(np.ones_like(out), cache)
         assert cache[-1] == expected
-    assert 0 < _scratch.held() <= 3_200_000
+    assert 0 < scratch.held() <= 3_200_000
 
 
 def test_first_layer_can_skip_the_input_gradient():

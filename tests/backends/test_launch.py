@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 from dualnet import backend
+from dualnet.backends import launch
+from dualnet.backends.cupy import CupyBackend
 from dualnet.kernels import cuda
 
 
-class Recorder(cuda.ConvKernelBackend):
+class Recorder(launch.ConvKernelBackend):
     name = "recorder"
     xp = np
 
@@ -32,7 +34,7 @@ class Recorder(cuda.ConvKernelBackend):
     (100, 32, 2, (2, 32)),
 ])
 def test_launch_config(total, block, max_grid, expected):
-    assert cuda.launch_config(total, block, max_grid) == expected
+    assert launch.launch_config(total, block, max_grid) == expected
 
 
 @pytest.mark.parametrize("dtype, suffix", [(np.float32, "f32"), (np.float64, "f64")])
@@ -43,7 +45,7 @@ def test_what_a_kernel_receives(dtype, suffix):
     assert cols.shape == (2, 3 * 3 * 2, 5 * 9) and cols.dtype == dtype
     [(entry, grid, block, args)] = rec.launches
     assert entry == f"im2col_{suffix}"
-    assert (grid, block) == cuda.launch_config(cols.size, rec.block, rec.max_grid)
+    assert (grid, block) == launch.launch_config(cols.size, rec.block, rec.max_grid)
     arrays, scalars = args[:2], args[2:]
     assert arrays[1] is cols
     assert arrays[0].flags.c_contiguous and np.array_equal(arrays[0], x)
@@ -119,7 +121,7 @@ def test_the_cupy_launch_compiles_once_lazily_and_passes_tuples(monkeypatch):
     monkeypatch.setattr(FakeRawModule, "compiled", [])
     fake_cupy = SimpleNamespace(RawModule=FakeRawModule, ndarray=np.ndarray,
                                 ascontiguousarray=np.ascontiguousarray, empty=np.empty)
-    be = cuda.CupyBackend(fake_cupy)
+    be = CupyBackend(fake_cupy)
     assert FakeRawModule.compiled == [], "nothing compiles before the first launch"
     x = np.zeros((1, 1, 4, 4), np.float32)
     be.im2col(x, 2, 2, 0, 2)

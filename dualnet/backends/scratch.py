@@ -1,11 +1,11 @@
-"""Reusable host scratch memory for the fast convolutions.
+"""Reusable host scratch memory for the numpy backend's convolution algorithms.
 
 Fresh large numpy arrays are mmapped and fault their pages in on every call, which cost about
 as much as the copies themselves; the host paths therefore take their scratch arrays (patches
 or transform coefficients, GEMM results, their gradients) as views into one buffer per thread
 that lives from call to call. It grows to the largest request, and a request is one chunk's
 scratch, which the convolution memory budget bounds, so that is also what stays held;
-`conv.set_memory_budget` drops it (`release`).
+changing the budget (`conv.set_memory_budget`) drops it (`release`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,14 @@ from __future__ import annotations
 import math
 import threading
 
+from . import conv
+
 _ALIGN = 64  # bytes: each view starts on a cache line
+
+#: Factor on a chunk's scratch when the pure-NumPy kernels fill it: they hold up to two more
+#: scratch-sized temporaries (a padded or stacked copy of their input, their result) beside
+#: the buffer they fill.
+REFERENCE_OVERHEAD = 3
 _scratch = threading.local()
 
 
@@ -47,3 +54,6 @@ def held() -> int:
 def release():
     """Drop this thread's buffer."""
     _scratch.buf = None
+
+
+conv._on_budget_change.append(release)

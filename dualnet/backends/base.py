@@ -1,0 +1,133 @@
+"""The backend contract and its portable implementation: every kernel in pure `xp` code.
+
+Subclasses (`numpy`, `cupy`, `cuda-emu` in this package) override what they accelerate and
+keep the rest. Kernel methods take and return arrays of the backend.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels import reference
+from . import conv
+
+#: Host backends' cap on a chunked convolution's scratch (`Backend.chunk_cap_bytes`).
+HOST_CHUNK_BYTES = 8 * 2**20
+
+
+class Backend:
+    """One array library plus the kernels that run on its arrays.
+
+    Kernel methods take and return arrays of this backend. Shapes:
+
+    - `im2col(x (N, C, H, W), HH, WW, pad, stride) -> cols (N, C*HH*WW, Ho*Wo)`, rows ordered
+      (c, hh, ww) to match `w.reshape(F, -1)`; `col2im` is its adjoint (sums overlaps).
+    - `maxpool_forward(x (N, C, H, W), ph, pw, stride) -> out, argmax (N, C, Ho, Wo)`,
+      argmax an int64 flat index into the (H, W) plane, first maximum on ties.
+    - `avgpool_forward/backward` likewise, without argmax.
+    - `conv2d(x, w, b, stride, pad, Ho, Wo) -> out, ctx`, `conv2d_backward(dout, ctx, need_dx)
+      -> dx, dw, db`: the convolution by the algorithm `conv_algorithm` picks among
+      `conv_algorithms()` (`dualnet.backends.conv`); the base backend has the portable one.
+    """
+
+    name = "abstract"
+    xp = None
+    #: True when arrays live in host memory (numpy.ndarray).
+    host = True
+    #: Chunked convolutions keep a chunk's scratch under this many bytes where set (host
+    #: backends: patches written by im2col are then still in cache when the GEMM reads them).
+    chunk_cap_bytes = HOST_CHUNK_BYTES
+
+    # -- arrays -----------------------------------------------------------------------
+    def owns(self, a) -> bool:
+        """Whether `a` is an array of this backend's array library."""
+        return isinstance(a, self.xp.ndarray)
+
+    def asarray(self, a, dtype=None):
+        """`a` (host or foreign array, list, scalar) as an array of this backend."""
+        return self.xp.asarray(a, dtype=dtype)
+
+    def to_numpy(self, a) -> np.ndarray:
+        """`a` as a host `numpy.ndarray` (an explicit copy off the device where needed)."""
+        return np.asarray(a)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (no-op on host backends); benchmarks call this."""
+
+    # -- random numbers ---------------------------------------------------------------
+    def seed(self, n: int) -> None:
+        """Seed this backend's global random state."""
+        np.random.seed(n)
+
+    def rand(self, shape, dtype, seed=None):
+        """Uniform [0, 1) samples of `shape` in `dtype`.
+
+        With `seed`, the same numbers as `np.random.seed(seed); np.random.rand(*shape)` (so
+        the course's seeded dropout masks are reproduced) without touching global state.
+        """
+        gen = np.random if seed is None else np.random.RandomState(seed)
+        return self.asarray(gen.random_sample(shape), dtype=dtype)
+
+    def randn(self, shape, dtype, seed=None):
+        """Standard normal samples of `shape` in `dtype` (same seeding rule as `rand`)."""
+        gen = np.random if seed is None else np.random.RandomState(seed)
+        return self.asarray(gen.standard_normal(shape), dtype=dtype)
+
+    # -- kernels (pure-xp reference unless a subclass accelerates them) ---------------
+    def im2col(self, x, HH, WW, pad, stride):
+        return reference.im2col(self.xp, x, HH, WW, pad, stride)
+
+    def col2im(self, cols, x_shape, HH, WW, pad, stride):
+        return reference.col2im(self.xp, cols, x_shape, HH, WW, pad, stride)
+
+    def maxpool_forward(self, x, ph, pw, stride):
+        return reference.maxpool_forward(self.xp, x, ph, pw, stride)
+
+    def maxpool_backward(self, dout, argmax, x_shape, ph, pw, stride):
+        return reference.maxpool_backward(self.xp, dout, argmax, x_shape, ph, pw, stride)
+
+    def avgpool_forward(self, x, ph, pw, stride):
+        return reference.avgpool_forward(self.xp, x, ph, pw, stride)
+
+    def avgpool_backward(self, dout, x_shape, ph, pw, stride):
+        return reference.avgpool_backward(self.xp, dout, x_shape, ph, pw, stride)
+
+    # -- convolution (algorithms: dualnet.backends.conv) ------------------------------
+    def conv_algorithms(self) -> dict:
+        """Every convolution algorithm this backend has, by name (built once)."""
+        algorithms = self.__dict__.get("_conv_algorithms")
+        if algorithms is None:
+            algorithms = {a.name: a for a in self._make_conv_algorithms()}
+            self._conv_algorithms = algorithms
+        return algorithms
+
+    def _make_conv_algorithms(self):
+        return [conv.PortableIm2col(self)]
+
+    def conv_algorithm(self, call: conv.ConvCall) -> conv.ConvAlgorithm:
+        """The algorithm that computes `call`: this backend's one rule (the base backend has
+        a single algorithm)."""
+        return self.conv_algorithms()[conv.PortableIm2col.name]
+
+    def conv2d(self, x, w, b, stride, pad, Ho, Wo):
+        """out (N, F, Ho, Wo), ctx for `conv2d_backward`; arguments validated by the caller,
+        x and b C-contiguous."""
+        call = conv.ConvCall.of(x, w, stride, pad, Ho, Wo)
+        algorithm = self.conv_algorithm(call)
+        out, parts = algorithm.forward(x, w, b, call)
+        return out, conv.ConvContext(x, w, stride, pad, parts, algorithm.name)
+
+    def conv2d_backward(self, dout, ctx: conv.ConvContext, need_dx=True):
+        """dx (N, C, H, W) or None (need_dx=False), dw (F, C, HH, WW), db (F,) for dout
+        (N, F, Ho, Wo) and the context `conv2d` returned."""
+        dout = self.xp.ascontiguousarray(dout)
+        db = dout.sum(axis=(0, 2, 3))
+        dx, dw = self.conv_algorithms()[ctx.algorithm].backward(dout, ctx, need_dx)
+        return dx, dw, db
+
+    def kernels(self) -> str:
+        """One line saying which kernel implementation is active (for `doctor`)."""
+        return "pure-xp reference kernels"
+
+    def __repr__(self):
+        return f"<dualnet backend {self.name!r}>"

@@ -1,0 +1,229 @@
+"""The `numpy` backend: host arrays, the Cython kernels when they are built, else NumPy.
+
+Its convolution algorithms live beside it: Winograd (`host_winograd`) and im2col
+(`host_im2col`), each fused per sample in a thread's cache or chunked through the batch, with
+scratch memory from `scratch`; `NumpyBackend.conv_algorithm` is the one rule that picks them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .. import backend
+from ..kernels import reference
+from . import conv, host_im2col, host_winograd
+from .base import Backend
+
+
+class NumpyBackend(Backend):
+    """Host arrays; Cython kernels when the extension is built, else the NumPy reference."""
+
+    name = "numpy"
+    xp = np
+
+    def __init__(self):
+        self._ext, self._ext_reason = _load_cython_kernels("_im2col")
+        self._wino, wino_reason = _load_cython_kernels("_winograd")
+        self._ext_reason = self._ext_reason or wino_reason
+
+    @property
+    def im2col_compiled(self) -> bool:
+        """Whether im2col, col2im, pooling and the GEMM-row kernels run compiled (else the
+        NumPy reference's)."""
+        return self._ext is not None
+
+    @property
+    def winograd_compiled(self) -> bool:
+        """Whether the Winograd transforms run compiled (else the NumPy reference's)."""
+        return self._wino is not None
+
+    @property
+    def im2col_fused(self):
+        """The compiled module whose fused im2col convolution (a sample's patches and small
+        vectorized GEMMs in a thread's cache) `host_im2col` uses, or None."""
+        if self._ext is None or self._ext.FUSED_KERNEL == "scalar":
+            return None
+        return self._ext
+
+    @property
+    def winograd_fused(self):
+        """The compiled module whose fused Winograd convolution (transforms and small
+        vectorized GEMMs per sample, in cache) `host_winograd` uses, or None: not compiled, or
+        compiled without vector extensions."""
+        if self._wino is None or self._wino.FUSED_KERNEL == "scalar":
+            return None
+        return self._wino
+
+    # -- convolution ----------------------------------------------------------------------
+    def _make_conv_algorithms(self):
+        return [host_winograd.WinogradFused(self), host_winograd.WinogradChunked(self),
+                host_im2col.Im2colFused(self), host_im2col.Im2colChunked(self),
+                host_im2col.Im2colPairs(self)]
+
+    def conv_algorithm(self, call):
+        """The numpy backend's rule, in order: Winograd for 3x3 stride-1 calls where it pays
+        (`host_winograd.winograd_pays`; always with `set_algorithm('winograd')`), fused where
+        its workspace fits the budget, else chunked; then fused im2col where it applies and
+        fits; then, under 'auto', vertical output pairs for few-filter layers; else chunked
+        im2col."""
+        setting, budget = conv.settings.algorithm, conv.settings.memory_budget
+        algorithms = self.conv_algorithms()
+        winograd = algorithms["winograd"]
+        if setting != "im2col" and winograd.applies(call):
+            fused = algorithms["winograd-fused"].fits(call, budget)
+            if setting == "winograd" or (self.winograd_compiled and host_winograd.winograd_pays(
+                    call.C, call.N * call.Ho * call.Wo, fused)):
+                return algorithms["winograd-fused"] if fused else winograd
+        if algorithms["im2col-fused"].fits(call, budget):
+            return algorithms["im2col-fused"]
+        if setting == "auto" and algorithms["im2col-pairs"].applies(call):
+            return algorithms["im2col-pairs"]
+        return algorithms["im2col"]
+
+    def kernels(self):
+        built = [f"dualnet.kernels.{m.__name__.rsplit('.', 1)[1]}"
+                 for m in (self._ext, self._wino) if m is not None]
+        if len(built) == 2:
+            fused = self._ext.FUSED_KERNEL
+            fused = (f"fused convolutions with {fused} vectors" if fused != "scalar" else
+                     "no fused convolutions (the compiler has no vector extensions)")
+            return f"Cython kernels ({', '.join(built)}; {fused})"
+        if built:
+            return f"Cython kernels ({built[0]}), pure-NumPy for the rest ({self._ext_reason})"
+        return f"pure-NumPy kernels ({self._ext_reason})"
+
+    # -- kernels: im2col and col2im take `out=`: im2col writes into any (N, K, P) array with a
+    # contiguous last axis (the chunked im2col passes a transposed view of a (K, N, P) buffer),
+    # col2im reads such an array and writes into a C-contiguous `out`.
+    def im2col(self, x, HH, WW, pad, stride, out=None):
+        if self._ext is not None:
+            return self._ext.im2col(x, HH, WW, pad, stride, out=out)
+        cols = super().im2col(x, HH, WW, pad, stride)
+        if out is None:
+            return cols
+        out[...] = cols
+        return out
+
+    def col2im(self, cols, x_shape, HH, WW, pad, stride, out=None):
+        if self._ext is not None:
+            return self._ext.col2im(cols, x_shape, HH, WW, pad, stride, out=out)
+        dx = super().col2im(cols, x_shape, HH, WW, pad, stride)
+        if out is None:
+            return dx
+        out[...] = dx
+        return out
+
+    def maxpool_forward(self, x, ph, pw, stride):
+        if self._ext is None:
+            return super().maxpool_forward(x, ph, pw, stride)
+        return self._ext.maxpool_forward(x, ph, pw, stride)
+
+    def maxpool_backward(self, dout, argmax, x_shape, ph, pw, stride):
+        if self._ext is None:
+            return super().maxpool_backward(dout, argmax, x_shape, ph, pw, stride)
+        return self._ext.maxpool_backward(dout, argmax, x_shape, ph, pw, stride)
+
+    def rows_to_nchw(self, rows, bias, out, q=1):
+        """The fast convolution's GEMM rows (q*F, N*(Ho/q)*Wo) + bias -> out (N, F, Ho, Wo);
+        all float32 or all float64, C-contiguous."""
+        if self._ext is not None:
+            return self._ext.rows_to_nchw(rows, bias, out, q)
+        out[...] = reference.rows_to_nchw(np, rows, bias, out.shape, q)
+        return out
+
+    def nchw_to_rows(self, dout, out, q=1):
+        """dout (N, F, Ho, Wo) -> out (q*F, N*(Ho/q)*Wo), the layout `rows_to_nchw` reads;
+        one float dtype, C-contiguous."""
+        if self._ext is not None:
+            return self._ext.nchw_to_rows(dout, out, q)
+        out[...] = reference.nchw_to_rows(np, dout, q)
+        return out
+
+    # -- Winograd F(2x2, 3x3) tile transforms (see kernels/reference.py), into `out` ---------
+    # Arrays are C-contiguous and share one dtype, float32 or float64. The pure-NumPy versions
+    # build their result first and copy it into `out` (the layers' memory budget allows for it).
+    def winograd_input(self, x, pad, out):
+        """x (N, C, H, W) -> out (16, C, N*th*tw)."""
+        if self._wino is not None:
+            return self._wino.winograd_input(x, pad, out)
+        out[...] = reference.winograd_input(np, x, pad)
+        return out
+
+    def winograd_output(self, M, bias, out):
+        """M (16, F, N*th*tw) -> out (N, F, Ho, Wo), plus bias (F,)."""
+        if self._wino is not None:
+            return self._wino.winograd_output(M, bias, out)
+        out[...] = reference.winograd_output(np, M, bias, out.shape)
+        return out
+
+    def winograd_output_grad(self, dout, out):
+        """dout (N, F, Ho, Wo) -> out (16, F, N*th*tw)."""
+        if self._wino is not None:
+            return self._wino.winograd_output_grad(dout, out)
+        out[...] = reference.winograd_output_grad(np, dout)
+        return out
+
+    def winograd_input_grad(self, dV, pad, out):
+        """dV (16, C, N*th*tw) -> out (N, C, H, W)."""
+        if self._wino is not None:
+            return self._wino.winograd_input_grad(dV, pad, out)
+        out[...] = reference.winograd_input_grad(np, dV, out.shape, pad)
+        return out
+
+
+_said_no_extension = False
+
+
+def _load_cython_kernels(module):
+    """Import one compiled kernel module (`_im2col`, `_winograd`) from dualnet.kernels.
+
+    Returns (module or None, reason it is missing). `DUALNET_NO_EXTENSION=1` disables them at
+    run time (the fallback is tested that way). A module built from another version of its
+    .pyx than the one installed beside it (a rebuild that failed in an editable install
+    leaves the old one) is not used: its functions may not match the Python code. The first
+    fallback is reported once on stderr, as the brief for slow paths asks.
+    """
+    global _said_no_extension
+    if os.environ.get("DUALNET_NO_EXTENSION"):
+        return None, "disabled by DUALNET_NO_EXTENSION"
+    try:
+        ext = importlib.import_module(f"dualnet.kernels.{module}")
+        reason = _stale_reason(ext, module)
+    except ImportError as exc:
+        ext, reason = None, f"Cython extension not built: {exc}"
+    if reason is None:
+        return ext, ""
+    if not _said_no_extension:
+        _said_no_extension = True
+        print(f"dualnet: {reason}; using slower pure-NumPy kernels", file=sys.stderr)
+    return None, reason
+
+
+#: Sources compiled into every kernel module beside its .pyx (setup.py's SHARED_SOURCES).
+_SHARED_SOURCES = ("microkernels.h", "microkernels.pxd")
+
+
+def _stale_reason(ext, module):
+    """Why compiled `ext` does not match its installed sources, or None when it does."""
+    kernels = Path(__file__).parent.parent / "kernels"
+    source = kernels / f"{module.lstrip('_')}.pyx"
+    paths = [source, *(kernels / name for name in _SHARED_SOURCES)]
+    if not all(p.exists() for p in paths):  # an install without sources: nothing to compare
+        return None
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    built_from = getattr(ext, "SOURCE_SHA256", None)  # None: built before hashes were recorded
+    if built_from == "" or built_from == digest.hexdigest():
+        return None  # "": built without setup.py (e.g. cythonize -i), source unknown
+    return (f"dualnet.kernels.{module} was built from another version of {source.name} "
+            f"(rebuild it: pip install -e .)")
+
+
+backend.register("numpy", NumpyBackend)
