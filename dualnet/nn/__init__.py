@@ -8,6 +8,7 @@
 """
 
 from .layers import (
+    AdaptiveAvgPool2d,
     AvgPool2d,
     BatchNorm1d,
     BatchNorm2d,
