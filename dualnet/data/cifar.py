@@ -9,6 +9,11 @@ The files (https://www.cs.toronto.edu/~kriz/cifar.html) are Python 2 pickles of 
   [0, 100), `b'coarse_labels'` in [0, 20) (the superclasses); `meta`: `b'fine_label_names'`,
   `b'coarse_label_names'`.
 
+CIFAR-100 also comes as MATLAB files (`cifar-100-matlab`, as some courses distribute it):
+`train.mat`, `test.mat` with the same `data` rows and (N, 1) `fine_labels`, `coarse_labels`
+columns, and `meta.mat` with the label names as cell arrays. The CIFAR-100 functions read a
+folder of either version and return the same arrays; scipy.io reads the MATLAB files.
+
 Pickles can run code when loaded, so batches are read with an unpickler that only builds
 dicts, lists, strings, numbers and NumPy arrays (`_read_pickle`); the downloader also checks
 the archive's published checksum before extracting it (`dualnet.data.download`).
@@ -92,6 +97,51 @@ def _text(s) -> str:
     return s.decode("latin1") if isinstance(s, bytes) else s
 
 
+def _read_mat(path) -> dict:
+    """The variables in MATLAB file `path`, with (N, 1) columns flattened to (N,) like the
+    pickles' lists. scipy.io builds arrays only: nothing in the file runs."""
+    # imported on use: importing scipy.io takes most of a second, and only this format needs it
+    from scipy.io import loadmat, matlab
+
+    try:
+        variables = loadmat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"CIFAR file {path} is missing") from None
+    except NotImplementedError:  # scipy's answer to the HDF5-based v7.3 format
+        raise ValueError(f"{path} is a MATLAB v7.3 file, which scipy.io cannot read; save it "
+                         "again with MATLAB's save(..., '-v7')") from None
+    except (ValueError, TypeError, matlab.MatReadError) as exc:
+        raise ValueError(f"{path} is not a CIFAR MATLAB file: {exc}") from None
+    return {name: value.ravel() if value.ndim == 2 and value.shape[1] == 1 else value
+            for name, value in variables.items() if not name.startswith("__")}
+
+
+def _is_matlab_version(ROOT) -> bool:
+    """Whether folder ROOT holds CIFAR-100's MATLAB version (train.mat and no pickled train)."""
+    return (os.path.isfile(os.path.join(ROOT, "train.mat"))
+            and not os.path.isfile(os.path.join(ROOT, "train")))
+
+
+def _cifar100_file(ROOT, name) -> tuple[dict, str]:
+    """CIFAR-100 file `name` ('train', 'test' or 'meta') of folder ROOT as a dict, and its
+    path: the pickle `ROOT/name`, or `ROOT/name.mat` in a folder of the MATLAB version."""
+    if _is_matlab_version(ROOT):
+        path = os.path.join(ROOT, f"{name}.mat")
+        return _read_mat(path), path
+    path = os.path.join(ROOT, name)
+    return _read_pickle(path), path
+
+
+def _name(value) -> str:
+    """One class name: bytes or str from a pickle; from a MATLAB file, a cell's char array
+    or a row of a char matrix (blank-padded to the longest name)."""
+    if isinstance(value, np.ndarray):
+        return "".join(value.ravel().tolist())
+    if isinstance(value, np.str_):
+        return str(value).rstrip()
+    return _text(value)
+
+
 def _images(batch: dict, path) -> np.ndarray:
     """`batch['data']` as uint8 (N, 3, 32, 32), checked."""
     data = np.asarray(batch.get("data"))
@@ -138,7 +188,9 @@ def load_CIFAR10(ROOT, dtype=np.float32):
 
 
 def load_CIFAR100(ROOT, label_mode="fine", dtype=np.float32):
-    """CIFAR-100 from folder `ROOT` (`cifar-100-python`).
+    """CIFAR-100 from folder `ROOT`: the pickled version (`cifar-100-python`: train, test,
+    meta) or the MATLAB version (`cifar-100-matlab`: train.mat, test.mat, meta.mat), which
+    give the same arrays.
 
     label_mode: 'fine' (100 classes), 'coarse' (the 20 superclasses) or 'both'.
     Returns Xtr (50000, 32, 32, 3), Ytr, Xte (10000, 32, 32, 3), Yte as `load_CIFAR10`;
@@ -151,26 +203,25 @@ def load_CIFAR100(ROOT, label_mode="fine", dtype=np.float32):
                          f"got {label_mode!r}")
     out = []
     for split in ("train", "test"):
-        path = os.path.join(ROOT, split)
-        batch = _read_pickle(path)
+        batch, path = _cifar100_file(ROOT, split)
         x = _images(batch, path)
         ys = [_labels(batch, key, len(x), k, path) for key, k in keys[label_mode]]
         out += [_as_nhwc(x, dtype), tuple(ys) if label_mode == "both" else ys[0]]
     return tuple(out)
 
 
-def _names(path, key) -> list[str]:
-    return [_text(s) for s in _read_pickle(path)[key]]
-
-
 def cifar10_label_names(ROOT) -> list[str]:
     """The 10 class names from `ROOT/batches.meta` ('airplane', 'automobile', ...)."""
-    return _names(os.path.join(ROOT, "batches.meta"), "label_names")
+    return [_name(s) for s in _read_pickle(os.path.join(ROOT, "batches.meta"))["label_names"]]
 
 
 def cifar100_label_names(ROOT, label_mode="fine") -> list[str]:
-    """The 100 fine or 20 coarse class names from `ROOT/meta`."""
-    return _names(os.path.join(ROOT, "meta"), f"{label_mode}_label_names")
+    """The 100 fine or 20 coarse class names from `ROOT/meta` (or `ROOT/meta.mat`)."""
+    meta, path = _cifar100_file(ROOT, "meta")
+    key = f"{label_mode}_label_names"
+    if key not in meta:
+        raise ValueError(f"{path}: no {key!r} entry (keys: {', '.join(sorted(meta))})")
+    return [_name(value) for value in meta[key]]
 
 
 def _course_dict(Xtr, ytr, Xte, yte, num_training, num_validation, num_test, subtract_mean,
@@ -216,11 +267,22 @@ def get_CIFAR100_data(num_training=49000, num_validation=1000, num_test=1000,
                       subtract_mean=True, label_mode="fine", root=None, dtype=np.float32,
                       fetch=True):
     """CIFAR-100 as the course's dict (see `get_CIFAR10_data`), with `label_mode` 'fine'
-    (100 classes) or 'coarse' (20 superclasses) labels and matching `class_names`."""
+    (100 classes) or 'coarse' (20 superclasses) labels and matching `class_names`.
+
+    The MATLAB version is used when `download.cache_dir(root)` (`root` itself when given),
+    or its `cifar-100-matlab/` folder, holds train.mat; else the pickled version is found
+    or fetched as for CIFAR-10.
+    """
     if label_mode not in ("fine", "coarse"):
         raise ValueError(f"get_CIFAR100_data: label_mode must be 'fine' or 'coarse', "
                          f"got {label_mode!r}")
-    folder = download.locate("cifar-100", root, fetch=fetch)
+    base = download.cache_dir(root)
+    matlab = [f for f in (base, base / "cifar-100-matlab") if _is_matlab_version(f)]
+    try:
+        folder = matlab[0] if matlab else download.locate("cifar-100", root, fetch=fetch)
+    except download.DatasetNotFound as exc:
+        raise download.DatasetNotFound(f"{exc}; or put the MATLAB version's train.mat, "
+                                       f"test.mat and meta.mat in {base}") from None
     Xtr, ytr, Xte, yte = load_CIFAR100(folder, label_mode, dtype)
     return _course_dict(Xtr, ytr, Xte, yte, num_training, num_validation, num_test,
                         subtract_mean, cifar100_label_names(folder, label_mode))

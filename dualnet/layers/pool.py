@@ -2,6 +2,8 @@
 
 pool_param: {'pool_height', 'pool_width', 'stride'}; windows may overlap (4x4 stride 2) or
 leave gaps (2x2 stride 3), but must fit exactly: (H - pool_height) / stride must be an integer.
+That is the course's rule, kept here on purpose; `dualnet.nn.MaxPool2d`/`AvgPool2d` follow
+PyTorch's instead (padding, and the output size floored: a 2x2 pool on 7x7 gives 3x3).
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@
 >>> loss, grads = model.loss(X, y)      # the course model contract: Solver trains it
 """
 
+from .blocks import SqueezeExcitation
 from .layers import (
+    AdaptiveAvgPool2d,
     AvgPool2d,
     BatchNorm1d,
     BatchNorm2d,
@@ -25,5 +27,5 @@ from .layers import (
     Tanh,
 )
 from .losses import CrossEntropyLoss, MultiMarginLoss
-from .module import Module, Residual, Sequential
+from .module import Gate, Module, Residual, Sequential
 from .optim import SGD, Adam, AdamW, Optimizer, RMSProp

@@ -11,6 +11,10 @@ Differences from PyTorch, kept on purpose so both dualnet APIs share numbers:
   batch (0.9 here is PyTorch's 0.1).
 - `Dropout(p)` takes the DROP probability, like PyTorch; the functional `dropout_forward`
   takes the KEEP probability `p`, like the course. `Dropout(0.3)` keeps 70% of the units.
+
+Like PyTorch (and unlike the functional course layers, which require windows that fit
+exactly), `MaxPool2d`/`AvgPool2d` floor their output size and ignore the trailing rows and
+columns no window reaches.
 """
 
 from __future__ import annotations
@@ -21,21 +25,32 @@ from .. import _checks, backend, layers
 from ..models.base import init_scale
 from .module import Module
 
+_INIT_MODES = ("fan_in", "fan_out")
 
-def _new_weight(name, shape, fan_in, weight_scale, dtype):
+
+def _new_weight(name, shape, fans, weight_scale, init_mode, dtype):
     """scale * N(0, 1) with the models' rule (`dualnet.models.base.init_scale`): a positive
     number, 'he' or 'xavier'; None means 'he'.
 
+    fans: {'fan_in': ..., 'fan_out': ...} of this weight; `init_mode` picks the one the 'he'
+    and 'xavier' rules divide by, as `mode` does in PyTorch's `kaiming_normal_`. A fixed
+    number has no fan, so it only goes with the default 'fan_in'.
     Drawn from numpy's global RNG on the host (as the course models do, so np.random.seed
     reproduces them) and placed on the default backend.
     """
+    if init_mode not in _INIT_MODES:
+        raise ValueError(f"{name}: init_mode must be 'fan_in' or 'fan_out', got {init_mode!r}")
     if weight_scale is None:
         weight_scale = "he"
-    if not isinstance(weight_scale, str) and not weight_scale > 0:
-        raise ValueError(f"{name}: weight_scale must be positive, 'he', 'xavier' or None "
-                         f"(He init), got {weight_scale!r}")
+    if not isinstance(weight_scale, str):
+        if not weight_scale > 0:
+            raise ValueError(f"{name}: weight_scale must be positive, 'he', 'xavier' or None "
+                             f"(He init), got {weight_scale!r}")
+        if init_mode != "fan_in":
+            raise ValueError(f"{name}: init_mode={init_mode!r} applies to the 'he' and "
+                             f"'xavier' rules, not to a fixed weight_scale={weight_scale!r}")
     try:
-        scale = init_scale(weight_scale, fan_in)
+        scale = init_scale(weight_scale, fans[init_mode])
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from None
     return backend.current().asarray(scale * np.random.randn(*shape), dtype=dtype)
@@ -71,15 +86,24 @@ def _from_nchw(x, data_format):
 
 
 class Linear(Module):
-    """out = x.reshape(N, -1) @ weight + bias; weight (in_features, out_features)."""
+    """out = x.reshape(N, -1) @ weight + bias; weight (in_features, out_features).
+
+    Fans: fan_in = in_features, fan_out = out_features.
+    weight_scale: std of the normal init: a positive number, 'he' (sqrt(2 / fan), the
+        default) or 'xavier' (sqrt(1 / fan)).
+    init_mode: 'fan_in' (default) or 'fan_out', the fan those rules use; 'he' with
+        'fan_out' is PyTorch's `kaiming_normal_(w, mode='fan_out', nonlinearity='relu')`.
+    """
 
     decayed = ("weight",)
 
-    def __init__(self, in_features, out_features, weight_scale=None, dtype=np.float32):
+    def __init__(self, in_features, out_features, weight_scale=None, init_mode="fan_in",
+                 dtype=np.float32):
         super().__init__()
         D = _checks.positive_int("Linear", "in_features", in_features)
         M = _checks.positive_int("Linear", "out_features", out_features)
-        self._params["weight"] = _new_weight("Linear", (D, M), D, weight_scale, dtype)
+        self._params["weight"] = _new_weight("Linear", (D, M), {"fan_in": D, "fan_out": M},
+                                             weight_scale, init_mode, dtype)
         self._params["bias"] = _filled((M,), 0, dtype)
 
     def forward(self, x):
@@ -96,74 +120,187 @@ class Conv2d(Module):
 
     NCHW: x (N, C, H, W), weight (out, in, kh, kw). NHWC: x (N, H, W, C) and weight
     (kh, kw, in, out), for course code whose images are channels-last; outputs follow x.
+    bias: with False the module has no bias parameter at all (not in params, grads or
+        state_dict), as in PyTorch; for convolutions followed by batch normalization.
+    Fans (as PyTorch counts them): fan_in = in * kh * kw, fan_out = out * kh * kw.
+    weight_scale: std of the normal init: a positive number, 'he' (sqrt(2 / fan), the
+        default) or 'xavier' (sqrt(1 / fan)).
+    init_mode: 'fan_in' (default) or 'fan_out', the fan those rules use; 'he' with
+        'fan_out' is PyTorch's `kaiming_normal_(w, mode='fan_out', nonlinearity='relu')`.
     """
 
     decayed = ("weight",)
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 data_format="NCHW", weight_scale=None, dtype=np.float32):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
+                 data_format="NCHW", weight_scale=None, init_mode="fan_in", dtype=np.float32):
         super().__init__()
         C = _checks.positive_int("Conv2d", "in_channels", in_channels)
         F = _checks.positive_int("Conv2d", "out_channels", out_channels)
         kh, kw = _pair("Conv2d", "kernel_size", kernel_size)
         self.conv_param = {"stride": _checks.positive_int("Conv2d", "stride", stride),
                            "pad": _checks.positive_int("Conv2d", "padding", padding, minimum=0)}
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"Conv2d: bias must be True or False, got {bias!r}")
         self.data_format = _check_format("Conv2d", data_format)
         shape = (F, C, kh, kw) if data_format == "NCHW" else (kh, kw, C, F)
-        self._params["weight"] = _new_weight("Conv2d", shape, C * kh * kw, weight_scale, dtype)
-        self._params["bias"] = _filled((F,), 0, dtype)
+        fans = {"fan_in": C * kh * kw, "fan_out": F * kh * kw}
+        self._params["weight"] = _new_weight("Conv2d", shape, fans, weight_scale, init_mode,
+                                             dtype)
+        if bias:
+            self._params["bias"] = _filled((F,), 0, dtype)
 
     def _weight_fchw(self):
         w = self._params["weight"]
         return w.transpose(3, 2, 0, 1) if self.data_format == "NHWC" else w
 
+    def _bias(self, w):
+        if "bias" in self._params:
+            return self._params["bias"]
+        # The functional layer always adds a bias: a zero one adds nothing. Its gradient is
+        # dropped in `backward`, since a bias-free module has no bias to train.
+        return backend.of(w).xp.zeros(w.shape[0], dtype=w.dtype)
+
     def forward(self, x):
-        out, self._cache = layers.conv_forward_fast(
-            _to_nchw(x, self.data_format), self._weight_fchw(), self._params["bias"],
-            self.conv_param)
+        w = self._weight_fchw()
+        out, self._cache = layers.conv_forward_fast(_to_nchw(x, self.data_format), w,
+                                                    self._bias(w), self.conv_param)
         return _from_nchw(out, self.data_format)
 
     def backward(self, dout):
-        dx, dw, self._grads["bias"] = layers.conv_backward_fast(
-            _to_nchw(dout, self.data_format), self._cache)
+        dx, dw, db = layers.conv_backward_fast(_to_nchw(dout, self.data_format), self._cache)
         self._grads["weight"] = dw.transpose(2, 3, 1, 0) if self.data_format == "NHWC" else dw
+        if "bias" in self._params:
+            self._grads["bias"] = db
         return _from_nchw(dx, self.data_format)
 
 
 class _Pool(Module):
-    """Shared by MaxPool2d and AvgPool2d: window, stride (default: the window), format."""
+    """Shared by MaxPool2d and AvgPool2d: PyTorch's output-size rule over the course's fast
+    pooling layers.
+
+    Ho = floor((H + 2 * padding - kernel_size) / stride) + 1 (PyTorch with ceil_mode=False),
+    and likewise Wo. The input is padded with `pad_value`, then the trailing rows and columns
+    that no window reaches are cropped, so that the functional layer, which keeps the
+    course's rule (windows must fit exactly), sees an input its windows fit.
+    """
 
     kind = ""
+    pad_value = 0.0
 
-    def __init__(self, kernel_size, stride=None, data_format="NCHW"):
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
+                 data_format="NCHW"):
         super().__init__()
         name = type(self).__name__
         ph, pw = _pair(name, "kernel_size", kernel_size)
         stride = ph if stride is None else _checks.positive_int(name, "stride", stride)
+        self.padding = _checks.positive_int(name, "padding", padding, minimum=0)
+        if 2 * self.padding > min(ph, pw):
+            # PyTorch's limit too: it keeps every window on at least one input element
+            raise ValueError(f"{name}: padding must be at most half of kernel_size "
+                             f"{(ph, pw)}, got {padding}")
+        if ceil_mode:
+            raise NotImplementedError(f"{name}: ceil_mode=True is not implemented; the output "
+                                      "size floors as with PyTorch's default ceil_mode=False")
         self.pool_param = {"pool_height": ph, "pool_width": pw, "stride": stride}
         self.data_format = _check_format(name, data_format)
         self._forward = getattr(layers, f"{self.kind}_pool_forward_fast")
         self._backward = getattr(layers, f"{self.kind}_pool_backward_fast")
 
+    def _reach(self, size, window, axis):
+        """How much of a padded `size` the windows cover: (Ho - 1) * stride + window."""
+        if size < window:
+            raise ValueError(f"{type(self).__name__}: kernel_size {window} is larger than the "
+                             f"padded input {axis} {size} (padding {self.padding})")
+        stride = self.pool_param["stride"]
+        return (size - window) // stride * stride + window
+
     def forward(self, x):
-        out, self._cache = self._forward(_to_nchw(x, self.data_format), self.pool_param)
+        x = _to_nchw(x, self.data_format)
+        be = _checks.floating(type(self).__name__, x=x)
+        _checks.ndim(type(self).__name__, "x", x, 4, "(N, C, H, W) or (N, H, W, C)")
+        p = self.padding
+        if p:
+            x = be.xp.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=self.pad_value)
+        self._padded_shape = x.shape
+        Hp, Wp = x.shape[2:]
+        reach = (self._reach(Hp, self.pool_param["pool_height"], "height"),
+                 self._reach(Wp, self.pool_param["pool_width"], "width"))
+        out, self._cache = self._forward(x[:, :, :reach[0], :reach[1]], self.pool_param)
+        self._reached = reach
         return _from_nchw(out, self.data_format)
 
     def backward(self, dout):
         dx = self._backward(_to_nchw(dout, self.data_format), self._cache)
+        if dx.shape != self._padded_shape:  # the cropped rows and columns get no gradient
+            full = backend.of(dx).xp.zeros(self._padded_shape, dtype=dx.dtype)
+            full[:, :, :self._reached[0], :self._reached[1]] = dx
+            dx = full
+        p = self.padding
+        if p:
+            dx = dx[:, :, p:-p, p:-p]
         return _from_nchw(dx, self.data_format)
 
 
 class MaxPool2d(_Pool):
-    """Max pooling over kernel_size windows (stride defaults to the window size)."""
+    """Max pooling over kernel_size windows (stride defaults to the window size).
+
+    x (N, C, H, W) -> (N, C, Ho, Wo) with PyTorch's floor rule (see `_Pool`): a 2x2 pool on
+    7x7 gives 3x3. Padding counts as -inf, so it is never the maximum.
+    padding: at most half the window, as in PyTorch. ceil_mode=True is not implemented.
+    """
 
     kind = "max"
+    pad_value = -np.inf
 
 
 class AvgPool2d(_Pool):
-    """Average pooling over kernel_size windows (stride defaults to the window size)."""
+    """Average pooling over kernel_size windows (stride defaults to the window size).
+
+    x (N, C, H, W) -> (N, C, Ho, Wo) with PyTorch's floor rule (see `_Pool`). Padding counts
+    as zeros in each window's average, like PyTorch's default count_include_pad=True.
+    padding: at most half the window, as in PyTorch. ceil_mode=True is not implemented.
+    """
 
     kind = "avg"
+    pad_value = 0.0
+
+
+class AdaptiveAvgPool2d(Module):
+    """Average pooling to a fixed output size: (N, C, H, W) -> (N, C, oh, ow).
+
+    output_size: an int or an (oh, ow) pair that divides the input's (H, W); each output is
+    the mean of an (H // oh, W // ow) block, as in PyTorch. 1 is global average pooling
+    that keeps the 4-D shape (N, C, 1, 1). Sizes that do not divide the input (PyTorch's
+    uneven, overlapping windows) are refused.
+    """
+
+    def __init__(self, output_size, data_format="NCHW"):
+        super().__init__()
+        self.output_size = _pair("AdaptiveAvgPool2d", "output_size", output_size)
+        self.data_format = _check_format("AdaptiveAvgPool2d", data_format)
+
+    def forward(self, x):
+        x = _to_nchw(x, self.data_format)
+        _checks.floating("AdaptiveAvgPool2d", x=x)
+        _checks.ndim("AdaptiveAvgPool2d", "x", x, 4, "(N, C, H, W) or (N, H, W, C)")
+        N, C, H, W = x.shape
+        oh, ow = self.output_size
+        if H % oh or W % ow:
+            raise ValueError(f"AdaptiveAvgPool2d: output_size {(oh, ow)} must divide the "
+                             f"input's spatial size {(H, W)}")
+        self._shape = x.shape
+        # each output averages one (H // oh, W // ow) block: axes 3 and 5 of this view
+        out = x.reshape(N, C, oh, H // oh, ow, W // ow).mean(axis=(3, 5))
+        return _from_nchw(out, self.data_format)
+
+    def backward(self, dout):
+        N, C, H, W = self._shape
+        oh, ow = self.output_size
+        dout = _to_nchw(dout, self.data_format)
+        share = dout / dout.dtype.type((H // oh) * (W // ow))
+        blocks = (N, C, oh, H // oh, ow, W // ow)
+        dx = backend.of(dout).xp.broadcast_to(share[:, :, :, None, :, None], blocks)
+        return _from_nchw(dx.reshape(self._shape), self.data_format)
 
 
 class GlobalAvgPool2d(Module):
@@ -182,7 +319,12 @@ class GlobalAvgPool2d(Module):
 
 
 class _BatchNorm(Module):
-    """Shared by BatchNorm1d/2d: weight (gamma), bias (beta), running statistics."""
+    """Shared by BatchNorm1d/2d: weight (gamma), bias (beta), running statistics.
+
+    momentum follows the course, the opposite of PyTorch's: running = momentum * running +
+    (1 - momentum) * batch, so the default 0.9 keeps 90% of the running value (PyTorch's
+    momentum=0.1 does the same; PyTorch's 0.9 is 0.1 here).
+    """
 
     functional = ""
     backward_name = ""
@@ -219,7 +361,11 @@ class BatchNorm1d(_BatchNorm):
 
 
 class BatchNorm2d(_BatchNorm):
-    """Per-channel batch normalization of (N, C, H, W) (`spatial_batchnorm_forward`)."""
+    """Per-channel batch normalization of (N, C, H, W) (`spatial_batchnorm_forward`).
+
+    momentum is the course's (0.9 keeps 90% of the running value), not PyTorch's: see
+    `_BatchNorm`.
+    """
 
     functional = "spatial_batchnorm"
     backward_name = "spatial_batchnorm_backward"

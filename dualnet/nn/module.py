@@ -1,4 +1,5 @@
-"""`Module`, the containers `Sequential` and `Residual`, and the live parameter view.
+"""`Module`, the containers `Sequential`, `Residual` (adds two branches) and `Gate`
+(multiplies them), and the live parameter view.
 
 Names: every parameter and buffer has a dotted name, PyTorch-style: a leaf's own names are
 `weight`, `bias` (and `running_mean`, `running_var` buffers); a container prefixes its
@@ -273,25 +274,101 @@ class Sequential(Module):
         return f"Sequential(\n{inner}\n)"
 
 
-class Residual(Module):
-    """out = x + body(x); the body must keep x's shape."""
+def _apply(branch: Module | None, x):
+    """A branch's forward pass; None is the identity."""
+    return x if branch is None else branch.forward(x)
 
-    def __init__(self, body: Module):
+
+def _back(branch: Module | None, dout):
+    """A branch's backward pass; None is the identity."""
+    return dout if branch is None else branch.backward(dout)
+
+
+def _check_branch(owner: str, name: str, branch, optional: bool) -> None:
+    if (branch is None and optional) or isinstance(branch, Module):
+        return
+    allowed = "a dualnet.nn.Module or None" if optional else "a dualnet.nn.Module"
+    raise TypeError(f"{owner}: {name} must be {allowed}, got {type(branch).__name__}")
+
+
+class Residual(Module):
+    """out = body(x) + shortcut(x); the shortcut is the identity when None.
+
+    Without a shortcut the body must keep x's shape; a shortcut (e.g. a strided 1x1
+    convolution) projects x to the body's output shape. Backward runs through both branches
+    and adds their input gradients. Children: "body", and "shortcut" when given.
+    """
+
+    def __init__(self, body: Module, shortcut: Module | None = None):
         super().__init__()
-        if not isinstance(body, Module):
-            raise TypeError(f"Residual: body must be a dualnet.nn.Module, got "
-                            f"{type(body).__name__}")
-        self.body = body
+        _check_branch("Residual", "body", body, optional=False)
+        _check_branch("Residual", "shortcut", shortcut, optional=True)
+        self.body, self.shortcut = body, shortcut
 
     def children(self):
-        return [("body", self.body)]
+        named = [("body", self.body), ("shortcut", self.shortcut)]
+        return [(name, child) for name, child in named if child is not None]
 
     def forward(self, x):
         out = self.body.forward(x)
-        if out.shape != x.shape:
-            raise ValueError(f"Residual: body maps {tuple(x.shape)} to {tuple(out.shape)}; "
-                             "a residual block must keep the shape")
-        return x + out
+        skip = _apply(self.shortcut, x)
+        if out.shape != skip.shape:
+            if self.shortcut is None:
+                raise ValueError(f"Residual: body maps {tuple(x.shape)} to {tuple(out.shape)};"
+                                 " without a shortcut a residual block must keep the shape "
+                                 "(give shortcut= to project x)")
+            raise ValueError(f"Residual: body maps {tuple(x.shape)} to {tuple(out.shape)} but "
+                             f"the shortcut maps it to {tuple(skip.shape)}; they must agree")
+        return out + skip
 
     def backward(self, dout):
-        return dout + self.body.backward(dout)
+        return self.body.backward(dout) + _back(self.shortcut, dout)
+
+
+class Gate(Module):
+    """out = body(x) * gate(x): one branch's output scales another's (gates, attention).
+
+    gate: a Module whose output broadcasts over the body's output, axis by axis from the
+        left, with 1 or a missing trailing axis where it is shared: for a body output
+        (N, C, H, W), a gate output (N, C) or (N, C, 1, 1) scales each channel of each
+        sample, (N, 1, H, W) each position, (N, C, H, W) each element.
+    body: a Module, or None for the identity (out = x * gate(x), as in squeeze-excitation).
+    Backward runs through both branches and adds their input gradients; the gate's gradient
+    is summed over the axes it was broadcast along. Children: "body" when given, "gate".
+    """
+
+    def __init__(self, gate: Module, body: Module | None = None):
+        super().__init__()
+        _check_branch("Gate", "gate", gate, optional=False)
+        _check_branch("Gate", "body", body, optional=True)
+        self.gate, self.body = gate, body
+
+    def children(self):
+        named = [("body", self.body), ("gate", self.gate)]
+        return [(name, child) for name, child in named if child is not None]
+
+    def forward(self, x):
+        value = _apply(self.body, x)
+        g = self.gate.forward(x)
+        self._value, self._gate_shape = value, g.shape
+        self._g = g.reshape(self._aligned(g.shape, value.shape))
+        return value * self._g
+
+    def backward(self, dout):
+        value, g = self._value, self._g
+        shared = tuple(axis for axis, (n, m) in enumerate(zip(g.shape, value.shape, strict=True))
+                       if n == 1 and m != 1)
+        dg = (dout * value).sum(axis=shared, keepdims=True).reshape(self._gate_shape)
+        return _back(self.body, dout * g) + self.gate.backward(dg)
+
+    @staticmethod
+    def _aligned(gate_shape, value_shape):
+        """gate_shape padded with trailing 1s to value_shape's length, checked to broadcast."""
+        padded = tuple(gate_shape) + (1,) * (len(value_shape) - len(gate_shape))
+        if len(padded) != len(value_shape) or any(
+                n not in (1, m) for n, m in zip(padded, value_shape, strict=True)):
+            raise ValueError(f"Gate: the gate's output {tuple(gate_shape)} does not broadcast "
+                             f"over the body's output {tuple(value_shape)}; it must match it "
+                             "axis by axis from the left, with 1 or a missing trailing axis "
+                             "where it is shared")
+        return padded

@@ -81,30 +81,70 @@ def make_cifar10(folder, per_batch=4, n_test=3, style="py2"):
     return np.concatenate(rows), np.array(labels), test_rows, np.array(test_labels)
 
 
+def cifar100_splits(n_train, n_test):
+    """The images and labels the CIFAR-100 writers below put in their files:
+    {split: (rows, fine, coarse)}."""
+    written = {}
+    for split, n, seed in (("train", n_train, 1), ("test", n_test, 2)):
+        fine = np.array([(7 * i + seed) % 100 for i in range(n)])
+        written[split] = (image_rows(n, seed), fine, fine % 20)
+    return written
+
+
 def make_cifar100(folder, n_train=6, n_test=2, style="py2"):
     """A CIFAR-100 folder (train, test, meta). Returns {split: (rows, fine, coarse)}."""
     folder.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for split, n, seed in (("train", n_train, 1), ("test", n_test, 2)):
-        r = image_rows(n, seed)
-        fine = [(7 * i + seed) % 100 for i in range(n)]
-        coarse = [f % 20 for f in fine]
-        write_batch(folder / split, {b"filenames": [b"x.png"] * n, b"batch_label": b"x",
-                                     b"fine_labels": fine, b"coarse_labels": coarse,
-                                     b"data": r}, style)
-        written[split] = (r, np.array(fine), np.array(coarse))
+    written = cifar100_splits(n_train, n_test)
+    for split, (r, fine, coarse) in written.items():
+        write_batch(folder / split, {b"filenames": [b"x.png"] * len(r), b"batch_label": b"x",
+                                     b"fine_labels": fine.tolist(),
+                                     b"coarse_labels": coarse.tolist(), b"data": r}, style)
     write_batch(folder / "meta", {
         b"fine_label_names": [f"fine{i}".encode() for i in range(100)],
         b"coarse_label_names": [f"coarse{i}".encode() for i in range(20)]}, style)
     return written
 
 
+def _mat_cells(strings):
+    """A MATLAB cell array (K, 1) of char arrays, as savemat writes an object array."""
+    cells = np.empty((len(strings), 1), dtype=object)
+    cells[:, 0] = strings
+    return cells
+
+
+def make_cifar100_mat(folder, n_train=6, n_test=2, names="cells"):
+    """The same CIFAR-100 data as `make_cifar100`, in the MATLAB version's files: train.mat
+    and test.mat (data (N, 3072) uint8, fine_labels and coarse_labels (N, 1) uint8,
+    filenames and batch_label as the official files have them), meta.mat with the label
+    names as cell arrays (`names='cells'`, as in the official file) or blank-padded char
+    matrices (`names='chars'`). Returns {split: (rows, fine, coarse)}."""
+    from scipy.io import savemat
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = cifar100_splits(n_train, n_test)
+    for split, (r, fine, coarse) in written.items():
+        savemat(folder / f"{split}.mat", {
+            "batch_label": "x", "data": r, "filenames": _mat_cells(["x.png"] * len(r)),
+            "fine_labels": fine.astype(np.uint8).reshape(-1, 1),
+            "coarse_labels": coarse.astype(np.uint8).reshape(-1, 1)})
+    fine_names = [f"fine{i}" for i in range(100)]
+    coarse_names = [f"coarse{i}" for i in range(20)]
+    if names == "cells":
+        fine_names, coarse_names = _mat_cells(fine_names), _mat_cells(coarse_names)
+    else:
+        fine_names, coarse_names = np.array(fine_names), np.array(coarse_names)
+    savemat(folder / "meta.mat", {"fine_label_names": fine_names,
+                                  "coarse_label_names": coarse_names})
+    return written
+
+
 @pytest.fixture
 def cifar_files():
     """The writers above, for tests: `cifar_files.make_cifar10(folder, ...)`, `.make_cifar100`,
-    `.write_batch`, `.names` (the CIFAR-10 class names)."""
+    `.make_cifar100_mat`, `.write_batch`, `.names` (the CIFAR-10 class names)."""
     return types.SimpleNamespace(make_cifar10=make_cifar10, make_cifar100=make_cifar100,
-                                 write_batch=write_batch, names=CIFAR10_NAMES)
+                                 make_cifar100_mat=make_cifar100_mat, write_batch=write_batch,
+                                 names=CIFAR10_NAMES)
 
 
 @pytest.fixture

@@ -155,3 +155,94 @@ def test_pickle_that_runs_code_is_refused_unrun(tmp_path):
         load_CIFAR_batch(tmp_path / "b")
     assert not marker.exists()
 
+
+
+# -- CIFAR-100's MATLAB version: the same arrays as the pickled one -----------------------------
+
+def _arrays(loaded):
+    """`load_CIFAR100`'s result as a flat list of arrays ('both' label pairs unpacked)."""
+    return [a for value in loaded for a in (value if isinstance(value, tuple) else (value,))]
+
+
+@pytest.mark.parametrize("mode", ["fine", "coarse", "both"])
+@pytest.mark.parametrize("names", ["cells", "chars"])
+def test_cifar100_matlab_files_give_the_pickles_arrays(tmp_path, cifar_files, mode, names):
+    written = cifar_files.make_cifar100(tmp_path / "py", n_train=6, n_test=3)
+    cifar_files.make_cifar100_mat(tmp_path / "mat", n_train=6, n_test=3, names=names)
+    from_pickles = load_CIFAR100(tmp_path / "py", label_mode=mode)
+    from_mat = load_CIFAR100(tmp_path / "mat", label_mode=mode)
+    for got, expected in zip(_arrays(from_mat), _arrays(from_pickles), strict=True):
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+    # and both are the data written, in the course's layout
+    Xtr = from_mat[0]
+    rows, fine, coarse = written["train"]
+    assert Xtr.shape == (6, 32, 32, 3) and Xtr[4, 3, 7, 2] == rows[4, 2048 + 3 * 32 + 7]
+    for split_labels, (_, f, c) in ((from_mat[1], written["train"]),
+                                    (from_mat[3], written["test"])):
+        expected = {"fine": f, "coarse": c, "both": (f, c)}[mode]
+        np.testing.assert_array_equal(split_labels, expected)
+    for label_mode in ("fine", "coarse"):
+        assert (cifar100_label_names(tmp_path / "mat", label_mode)
+                == cifar100_label_names(tmp_path / "py", label_mode))
+    assert cifar100_label_names(tmp_path / "mat", "fine")[42] == "fine42"
+
+
+@pytest.mark.parametrize("where", [".", "cifar-100-matlab"])
+def test_get_cifar100_data_from_matlab_files(tmp_path, cifar_files, where):
+    cifar_files.make_cifar100(tmp_path / "py" / "cifar-100-python", n_train=6, n_test=2)
+    cifar_files.make_cifar100_mat(tmp_path / "mat" / where, n_train=6, n_test=2)
+    kwargs = {"num_training": 4, "num_validation": 2, "num_test": 2, "label_mode": "coarse",
+              "fetch": False}
+    from_mat = get_CIFAR100_data(root=tmp_path / "mat", **kwargs)
+    from_pickles = get_CIFAR100_data(root=tmp_path / "py", **kwargs)
+    assert from_mat.keys() == from_pickles.keys()
+    for key, value in from_pickles.items():
+        if key == "class_names":
+            assert from_mat[key] == value and len(value) == 20
+        else:
+            assert from_mat[key].dtype == value.dtype
+            np.testing.assert_array_equal(from_mat[key], value)
+
+
+def test_missing_cifar100_mentions_the_matlab_files(tmp_path):
+    with pytest.raises(DatasetNotFound, match="cifar-100-python.tar.gz.*or put the MATLAB "
+                                              "version's train.mat, test.mat and meta.mat in"):
+        get_CIFAR100_data(root=tmp_path, fetch=False)
+
+
+def test_matlab_folder_missing_a_file(tmp_path, cifar_files):
+    cifar_files.make_cifar100_mat(tmp_path)
+    (tmp_path / "test.mat").unlink()
+    with pytest.raises(FileNotFoundError, match=r"CIFAR file .*test\.mat is missing"):
+        load_CIFAR100(tmp_path)
+
+
+def test_unreadable_matlab_files_are_named(tmp_path, cifar_files):
+    cifar_files.make_cifar100_mat(tmp_path)
+    (tmp_path / "train.mat").write_bytes(b"not a MATLAB file" * 20)
+    with pytest.raises(ValueError, match=r"train\.mat is not a CIFAR MATLAB file"):
+        load_CIFAR100(tmp_path)
+    # a v7.3 (HDF5) file: scipy.io reads the version from the 128-byte header and refuses it
+    header = b"MATLAB 7.3 MAT-file".ljust(116) + bytes(8) + b"\x00\x02" + b"IM"
+    (tmp_path / "train.mat").write_bytes(header + bytes(512))
+    with pytest.raises(ValueError, match=r"train\.mat is a MATLAB v7\.3 file, which scipy\.io "
+                                         r"cannot read; save it again with MATLAB's "
+                                         r"save\(\.\.\., '-v7'\)"):
+        load_CIFAR100(tmp_path)
+
+
+def test_matlab_file_with_bad_contents(tmp_path, cifar_files):
+    from scipy.io import savemat
+
+    cifar_files.make_cifar100_mat(tmp_path)
+    savemat(tmp_path / "test.mat", {"data": np.zeros((2, 100), np.uint8),
+                                    "fine_labels": np.zeros((2, 1), np.uint8)})
+    with pytest.raises(ValueError, match=r"test\.mat: 'data' must be uint8 \(N, 3072\)"):
+        load_CIFAR100(tmp_path)
+    savemat(tmp_path / "test.mat", {"data": np.zeros((2, 3072), np.uint8),
+                                    "fine_labels": np.array([[0], [100]], np.uint8)})
+    with pytest.raises(ValueError, match=r"test\.mat: 'fine_labels' must be 2 ints in \[0, 100\)"):
+        load_CIFAR100(tmp_path)
+    with pytest.raises(ValueError, match=r"meta\.mat: no 'middle_label_names' entry"):
+        cifar100_label_names(tmp_path, "middle")

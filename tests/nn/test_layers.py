@@ -4,36 +4,27 @@ import numpy as np
 import pytest
 
 from dualnet import nn
-from dualnet.gradient_check import eval_numerical_gradient_array, rel_error
 
 F64 = {"dtype": np.float64}
-
-
-def _check_module(module, x, tol=1e-7):
-    """Numeric vs analytic gradient for the input and every parameter of `module`."""
-    rng = np.random.RandomState(1)
-    out = module.forward(x)
-    dout = rng.randn(*out.shape)
-    module.forward(x)
-    dx = module.backward(dout)
-    assert dx.shape == x.shape
-    numeric_dx = eval_numerical_gradient_array(lambda v: module.forward(v), x, dout)
-    assert rel_error(dx, numeric_dx) < tol, "input"
-    grads = module.grads
-    assert set(grads) == set(module.params)
-    for name, p in module.parameters():
-        numeric = eval_numerical_gradient_array(lambda _: module.forward(x), p, dout)
-        assert grads[name].shape == p.shape
-        assert rel_error(grads[name], numeric) < tol, name
 
 
 MODULES = [
     ("Linear", lambda: nn.Linear(12, 5, **F64), (3, 3, 4)),
     ("Conv2d", lambda: nn.Conv2d(3, 4, 3, stride=1, padding=1, **F64), (2, 3, 5, 5)),
     ("Conv2d-rect", lambda: nn.Conv2d(2, 3, (3, 2), stride=2, padding=1, **F64), (2, 2, 5, 6)),
+    ("Conv2d-no-bias", lambda: nn.Conv2d(3, 4, 3, padding=1, bias=False, **F64), (2, 3, 5, 5)),
+    ("Conv2d-no-bias-stride2", lambda: nn.Conv2d(2, 3, 3, stride=2, bias=False, **F64),
+     (2, 2, 5, 5)),
     ("MaxPool2d", lambda: nn.MaxPool2d(2), (2, 3, 4, 4)),
     ("MaxPool2d-overlap", lambda: nn.MaxPool2d(3, stride=1), (2, 2, 5, 5)),
     ("AvgPool2d", lambda: nn.AvgPool2d(2), (2, 3, 4, 6)),
+    # PyTorch's floor rule: trailing rows/columns no window reaches, and padding
+    ("MaxPool2d-floor", lambda: nn.MaxPool2d(2), (2, 2, 7, 5)),
+    ("MaxPool2d-floor-pad", lambda: nn.MaxPool2d(3, stride=2, padding=1), (2, 2, 6, 7)),
+    ("AvgPool2d-floor", lambda: nn.AvgPool2d(3, stride=2), (2, 2, 6, 8)),
+    ("AvgPool2d-floor-pad", lambda: nn.AvgPool2d(2, padding=1), (2, 2, 5, 4)),
+    ("AdaptiveAvgPool2d-1", lambda: nn.AdaptiveAvgPool2d(1), (2, 3, 4, 5)),
+    ("AdaptiveAvgPool2d-2x3", lambda: nn.AdaptiveAvgPool2d((2, 3)), (2, 3, 4, 6)),
     ("GlobalAvgPool2d", lambda: nn.GlobalAvgPool2d(), (2, 3, 4, 5)),
     ("BatchNorm1d", lambda: nn.BatchNorm1d(6, **F64), (5, 6)),
     ("BatchNorm2d", lambda: nn.BatchNorm2d(3, **F64), (4, 3, 3, 3)),
@@ -54,11 +45,11 @@ MODULES = [
 
 
 @pytest.mark.parametrize("name, make, shape", MODULES, ids=[m[0] for m in MODULES])
-def test_numeric_gradients(name, make, shape):
+def test_numeric_gradients(name, make, shape, gradcheck):
     np.random.seed(231)
     x = np.random.randn(*shape)
     x[np.abs(x) < 1e-3] = 0.5  # away from ReLU's kink
-    _check_module(make(), x)
+    gradcheck(make(), x)
 
 
 @pytest.mark.parametrize("make", [
@@ -66,6 +57,10 @@ def test_numeric_gradients(name, make, shape):
     lambda fmt: nn.MaxPool2d(3, stride=2, data_format=fmt),
     lambda fmt: nn.AvgPool2d(3, stride=1, data_format=fmt),
     lambda fmt: nn.GlobalAvgPool2d(data_format=fmt),
+    lambda fmt: nn.Conv2d(3, 2, 3, padding=1, bias=False, data_format=fmt, **F64),
+    lambda fmt: nn.MaxPool2d(2, padding=1, data_format=fmt),
+    lambda fmt: nn.AvgPool2d(3, stride=2, padding=1, data_format=fmt),
+    lambda fmt: nn.AdaptiveAvgPool2d(1, data_format=fmt),
 ])
 def test_nhwc_agrees_with_nchw(make):
     rng = np.random.RandomState(0)
@@ -85,12 +80,13 @@ def test_nhwc_agrees_with_nchw(make):
     if "weight" in nchw.params:
         np.testing.assert_allclose(nhwc.grads["weight"],
                                    nchw.grads["weight"].transpose(2, 3, 1, 0), rtol=1e-12)
+    if "bias" in nchw.params:
         np.testing.assert_allclose(nhwc.grads["bias"], nchw.grads["bias"], rtol=1e-12)
 
 
-def test_nhwc_conv_gradients():
+def test_nhwc_conv_gradients(gradcheck):
     np.random.seed(3)
-    _check_module(nn.Conv2d(2, 3, 3, padding=1, data_format="NHWC", **F64),
+    gradcheck(nn.Conv2d(2, 3, 3, padding=1, data_format="NHWC", **F64),
                   np.random.randn(2, 4, 4, 2))
 
 
@@ -140,6 +136,21 @@ def test_float32_modules_compute_in_float32():
     (lambda: nn.BatchNorm2d(-2), ValueError, "BatchNorm2d: num_features must be an integer >= 1"),
     (lambda: nn.Sequential(nn.ReLU(), "relu"), TypeError, "Sequential: child '1' is a str"),
     (lambda: nn.Residual(lambda x: x), TypeError, "Residual: body must be a dualnet.nn.Module"),
+    (lambda: nn.Conv2d(3, 4, 3, bias=None), TypeError, "Conv2d: bias must be True or False"),
+    (lambda: nn.Conv2d(3, 4, 3, init_mode="fan_avg"), ValueError,
+     "Conv2d: init_mode must be 'fan_in' or 'fan_out', got 'fan_avg'"),
+    (lambda: nn.Linear(3, 4, weight_scale=1e-2, init_mode="fan_out"), ValueError,
+     "Linear: init_mode='fan_out' applies to the 'he' and 'xavier' rules, not to a fixed "
+     "weight_scale=0.01"),
+    (lambda: nn.Linear(3, 4, weight_scale="kaiming"), ValueError,
+     "Linear: weight_scale must be a number, 'he' or 'xavier', got 'kaiming'"),
+    (lambda: nn.MaxPool2d(3, padding=2), ValueError,
+     r"MaxPool2d: padding must be at most half of kernel_size \(3, 3\), got 2"),
+    (lambda: nn.AvgPool2d(2, padding=-1), ValueError, "AvgPool2d: padding must be an integer >= 0"),
+    (lambda: nn.MaxPool2d(2, ceil_mode=True), NotImplementedError,
+     "MaxPool2d: ceil_mode=True is not implemented; the output size floors"),
+    (lambda: nn.AdaptiveAvgPool2d(0), ValueError,
+     "AdaptiveAvgPool2d: output_size must be an integer >= 1, got 0"),
 ])
 def test_bad_construction(make, error, match):
     with pytest.raises(error, match=match):
@@ -155,3 +166,142 @@ def test_residual_refuses_a_shape_changing_body():
 def test_layer_errors_name_the_functional_layer():
     with pytest.raises(ValueError, match="conv_forward_fast: channel mismatch"):
         nn.Conv2d(3, 4, 3).forward(np.zeros((1, 2, 5, 5), np.float32))
+
+
+# -- pools: PyTorch's floor rule over the course's strict functional layers -------------------
+
+def _pool_reference(x, k, stride, pad, reduce, fill):
+    """Pooling written from PyTorch's definition, independently of dualnet: pad with `fill`,
+    Ho = (H + 2*pad - k) // stride + 1, each output `reduce` of its k x k window."""
+    N, C, H, W = x.shape
+    padded = np.full((N, C, H + 2 * pad, W + 2 * pad), fill, dtype=x.dtype)
+    padded[:, :, pad:pad + H, pad:pad + W] = x
+    Ho, Wo = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
+    out = np.empty((N, C, Ho, Wo), dtype=x.dtype)
+    for i in range(Ho):
+        for j in range(Wo):
+            window = padded[:, :, i * stride:i * stride + k, j * stride:j * stride + k]
+            out[:, :, i, j] = reduce(window.reshape(N, C, -1), axis=2)
+    return out
+
+
+@pytest.mark.parametrize("kind, cls, reduce, fill", [
+    ("max", nn.MaxPool2d, np.max, -np.inf), ("avg", nn.AvgPool2d, np.mean, 0.0)])
+@pytest.mark.parametrize("k, stride, pad, H, W", [
+    (2, 2, 0, 7, 7), (2, 2, 1, 7, 6), (3, 2, 1, 8, 9), (3, 3, 0, 10, 11), (3, 1, 1, 5, 5),
+    (4, 3, 2, 9, 13)])
+def test_pools_follow_pytorch_floor_rule(kind, cls, reduce, fill, k, stride, pad, H, W):
+    x = np.random.RandomState(k * 100 + H).randn(2, 3, H, W)
+    out = cls(k, stride=stride, padding=pad).forward(x)
+    assert out.shape == (2, 3, (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1)
+    np.testing.assert_allclose(out, _pool_reference(x, k, stride, pad, reduce, fill),
+                               rtol=1e-12)
+
+
+def test_maxpool_2x2_on_7x7_gives_3x3_and_ignores_the_last_row_and_column():
+    x = np.random.RandomState(0).randn(1, 2, 7, 7)
+    pool = nn.MaxPool2d(2)
+    out = pool.forward(x)
+    assert out.shape == (1, 2, 3, 3)
+    np.testing.assert_array_equal(out, x[:, :, :6, :6].reshape(1, 2, 3, 2, 3, 2).max(axis=(3, 5)))
+    dx = pool.backward(np.ones_like(out))
+    assert dx.shape == x.shape
+    assert not dx[:, :, 6, :].any() and not dx[:, :, :, 6].any()
+    assert dx.sum() == out.size  # each window's gradient went to one element
+
+
+def test_avgpool_padding_counts_as_zeros_like_pytorch():
+    # PyTorch: AvgPool2d(3, stride=2, padding=1)(ones(1, 1, 4, 4)) (count_include_pad=True)
+    # averages over all 9 window positions: corner windows hold 4 ones, edge windows 6
+    out = nn.AvgPool2d(3, stride=2, padding=1).forward(np.ones((1, 1, 4, 4)))
+    np.testing.assert_allclose(out[0, 0], [[4 / 9, 6 / 9], [6 / 9, 1.0]], rtol=1e-12)
+
+
+def test_maxpool_padding_never_wins():
+    x = -1 - np.random.RandomState(0).rand(1, 1, 4, 4)  # all below zero
+    out = nn.MaxPool2d(2, padding=1).forward(x)
+    assert out.shape == (1, 1, 3, 3)
+    assert out[0, 0, 0, 0] == x[0, 0, 0, 0]  # a corner window holds one real element
+    assert (out < -1).all()
+
+
+def test_functional_pools_keep_the_course_rule():
+    x = np.zeros((1, 1, 7, 7))
+    assert nn.MaxPool2d(2).forward(x).shape == (1, 1, 3, 3)
+    from dualnet import layers
+
+    with pytest.raises(ValueError, match="max_pool_forward_fast: output height is not integral"):
+        layers.max_pool_forward_fast(x, {"pool_height": 2, "pool_width": 2, "stride": 2})
+
+
+def test_pool_window_larger_than_the_padded_input():
+    with pytest.raises(ValueError, match="AvgPool2d: kernel_size 4 is larger than the padded "
+                                         "input height 3"):
+        nn.AvgPool2d(4, padding=0).forward(np.zeros((1, 1, 3, 8)))
+
+
+def test_adaptive_avg_pool_averages_blocks():
+    x = np.random.RandomState(0).randn(2, 3, 4, 6)
+    out = nn.AdaptiveAvgPool2d((2, 3)).forward(x)
+    assert out.shape == (2, 3, 2, 3)
+    assert np.isclose(out[1, 2, 1, 2], x[1, 2, 2:4, 4:6].mean())
+    np.testing.assert_allclose(nn.AdaptiveAvgPool2d(1).forward(x)[:, :, 0, 0],
+                               x.mean(axis=(2, 3)), rtol=1e-12)
+    x32 = x.astype(np.float32)
+    pool = nn.AdaptiveAvgPool2d(2)
+    assert pool.forward(x32).dtype == np.float32
+    assert pool.backward(np.ones((2, 3, 2, 2), np.float32)).dtype == np.float32
+
+
+def test_adaptive_avg_pool_refuses_sizes_that_do_not_divide():
+    with pytest.raises(ValueError, match=r"AdaptiveAvgPool2d: output_size \(3, 3\) must divide "
+                                         r"the input's spatial size \(7, 7\)"):
+        nn.AdaptiveAvgPool2d(3).forward(np.zeros((1, 2, 7, 7)))
+
+
+# -- Conv2d without bias ----------------------------------------------------------------------
+
+def test_conv_without_bias_has_no_bias_anywhere():
+    np.random.seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=False, **F64)
+    assert list(conv.params) == ["weight"]
+    assert list(conv.state_dict()) == ["weight"]
+    x = np.random.randn(2, 3, 5, 5)
+    out = conv.forward(x)
+    conv.backward(np.ones_like(out))
+    assert list(conv.grads) == ["weight"]
+    # the same filters with a zero bias compute the same thing
+    with_bias = nn.Conv2d(3, 4, 3, padding=1, **F64)
+    with_bias.params["weight"] = conv.params["weight"]
+    with_bias.params["bias"] = np.zeros(4)
+    np.testing.assert_array_equal(out, with_bias.forward(x))
+    net = nn.Sequential(conv, nn.BatchNorm2d(4, **F64))
+    assert net.regularized() == ["0.weight"]
+    with pytest.raises(KeyError, match=r"unexpected keys \['0.bias'\]"):
+        net.load_state_dict({**net.state_dict(), "0.bias": np.zeros(4)})
+
+
+# -- initialization -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make, fan", [
+    (lambda: nn.Conv2d(64, 256, 3, init_mode="fan_out", **F64), 256 * 9),
+    (lambda: nn.Conv2d(64, 256, 3, **F64), 64 * 9),  # fan_in, the default
+    (lambda: nn.Conv2d(64, 256, 3, data_format="NHWC", init_mode="fan_out", **F64), 256 * 9),
+    (lambda: nn.Linear(1000, 250, weight_scale="he", init_mode="fan_out", **F64), 250),
+    (lambda: nn.Linear(1000, 250, **F64), 1000),
+])
+def test_he_init_std_matches_kaiming_normal(make, fan):
+    np.random.seed(0)
+    w = make().params["weight"]
+    n = w.size  # >= 147456 draws
+    expected = np.sqrt(2.0 / fan)  # PyTorch: kaiming_normal_(w, mode=..., nonlinearity='relu')
+    # the sample std of n normal draws has a standard error of about std / sqrt(2n)
+    assert abs(w.std() - expected) < 4 * expected / np.sqrt(2 * n)
+    assert abs(w.mean()) < 4 * expected / np.sqrt(n)
+
+
+def test_xavier_with_fan_out_divides_by_the_fan_out():
+    np.random.seed(0)
+    w = nn.Conv2d(32, 128, 3, weight_scale="xavier", init_mode="fan_out", **F64).params["weight"]
+    expected = np.sqrt(1.0 / (128 * 9))
+    assert abs(w.std() - expected) < 4 * expected / np.sqrt(2 * w.size)

@@ -121,3 +121,95 @@ def test_to_moves_parameters_and_buffers(name):
         assert isinstance(value, np.ndarray)  # state_dict is always host arrays
     for _, p in net.parameters():
         assert target.owns(p)
+
+
+# -- Residual and Gate: two branches added or multiplied ----------------------------------------
+
+def _projection_block():
+    """A ResNet downsampling block: the body halves the size and widens, the shortcut (a
+    strided 1x1 convolution without bias, then batchnorm) projects x to match."""
+    body = nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1, bias=False, **F64),
+                         nn.BatchNorm2d(3, **F64), nn.Tanh(),
+                         nn.Conv2d(3, 3, 3, padding=1, **F64))
+    shortcut = nn.Sequential(nn.Conv2d(2, 3, 1, stride=2, bias=False, **F64),
+                             nn.BatchNorm2d(3, **F64))
+    return nn.Residual(body, shortcut)
+
+
+def test_residual_with_projection_shortcut(gradcheck):
+    np.random.seed(231)
+    block = _projection_block()
+    assert [name for name, _ in block.children()] == ["body", "shortcut"]
+    assert "shortcut.0.weight" in block.params and "shortcut.0.bias" not in block.params
+    x = np.random.randn(2, 2, 5, 5)
+    out = block.forward(x)
+    assert out.shape == (2, 3, 3, 3)
+    np.testing.assert_allclose(out, block.body.forward(x) + block.shortcut.forward(x),
+                               rtol=1e-12)
+    gradcheck(block, x)
+
+
+def test_residual_identity_shortcut_gradient(gradcheck):
+    np.random.seed(1)
+    block = nn.Residual(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1, bias=False, **F64),
+                                      nn.Tanh()))
+    assert [name for name, _ in block.children()] == ["body"]
+    gradcheck(block, np.random.randn(2, 2, 4, 4))
+
+
+def test_residual_branches_that_disagree():
+    block = nn.Residual(nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(2, 3, 1, stride=2))
+    with pytest.raises(ValueError, match=r"Residual: body maps \(1, 2, 5, 5\) to \(1, 3, 5, 5\) "
+                                         r"but the shortcut maps it to \(1, 3, 3, 3\)"):
+        block.forward(np.zeros((1, 2, 5, 5), np.float32))
+    with pytest.raises(TypeError, match="Residual: shortcut must be a dualnet.nn.Module or "
+                                        "None, got str"):
+        nn.Residual(nn.ReLU(), "identity")
+
+
+GATES = [
+    # (N, C) gate scaling each channel of a body's output
+    ("per-channel", lambda: nn.Gate(nn.Sequential(nn.GlobalAvgPool2d(), nn.Linear(2, 3, **F64),
+                                                  nn.Sigmoid()),
+                                    body=nn.Conv2d(2, 3, 3, padding=1, **F64))),
+    # (N, C, 1, 1) gate on the input itself
+    ("per-channel-4d", lambda: nn.Gate(nn.Sequential(nn.AdaptiveAvgPool2d(1),
+                                                     nn.Conv2d(2, 2, 1, **F64), nn.Sigmoid()))),
+    # (N, 1, H, W) spatial attention
+    ("per-position", lambda: nn.Gate(nn.Sequential(nn.Conv2d(2, 1, 3, padding=1, **F64),
+                                                   nn.Sigmoid()))),
+    # elementwise, both branches with parameters: x * tanh(conv(x)) style
+    ("elementwise", lambda: nn.Gate(nn.Sequential(nn.Conv2d(2, 2, 3, padding=1, **F64),
+                                                  nn.Tanh()),
+                                    body=nn.Conv2d(2, 2, 1, **F64))),
+]
+
+
+@pytest.mark.parametrize("name, make", GATES, ids=[g[0] for g in GATES])
+def test_gate_gradients_through_both_branches(name, make, gradcheck):
+    np.random.seed(231)
+    gradcheck(make(), np.random.randn(2, 2, 4, 4))
+
+
+def test_gate_multiplies_the_branches_with_broadcasting():
+    np.random.seed(0)
+    gate = nn.Gate(nn.GlobalAvgPool2d(), body=nn.Tanh())
+    x = np.random.randn(2, 3, 4, 5)
+    np.testing.assert_allclose(gate.forward(x), np.tanh(x) * x.mean(axis=(2, 3))[:, :, None, None],
+                               rtol=1e-12)
+    assert [name for name, _ in gate.children()] == ["body", "gate"]
+    named = nn.Gate(nn.Sequential(nn.GlobalAvgPool2d(), nn.Linear(3, 3)))
+    assert list(named.params) == ["gate.1.weight", "gate.1.bias"]
+
+
+def test_gate_output_that_does_not_broadcast():
+    gate = nn.Gate(nn.Sequential(nn.GlobalAvgPool2d(), nn.Linear(2, 5, **F64)))
+    with pytest.raises(ValueError, match=r"Gate: the gate's output \(1, 5\) does not broadcast "
+                                         r"over the body's output \(1, 2, 4, 4\)"):
+        gate.forward(np.zeros((1, 2, 4, 4)))
+    longer = nn.Gate(nn.Tanh(), body=nn.GlobalAvgPool2d())
+    with pytest.raises(ValueError, match=r"Gate: the gate's output \(1, 2, 4, 4\) does not "
+                                         r"broadcast over the body's output \(1, 2\)"):
+        longer.forward(np.zeros((1, 2, 4, 4)))
+    with pytest.raises(TypeError, match="Gate: gate must be a dualnet.nn.Module, got NoneType"):
+        nn.Gate(None)
