@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layers import _checks
+from .. import _checks
 from .layers import GlobalAvgPool2d, Linear, ReLU, Sigmoid
 from .module import Gate, Sequential
 
