@@ -44,13 +44,15 @@ def positive_int(layer: str, name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
-def window_output(layer: str, size: int, window: int, pad: int, stride: int, axis: str) -> int:
-    """Output length of a sliding window; raises unless the windows fit exactly."""
+def window_output(layer: str, size: int, window: int, pad: int, stride: int, axis: str,
+                  floor: bool = False) -> int:
+    """Output length of a sliding window; raises unless the windows fit exactly, or, with
+    `floor`, rounds down (PyTorch's rule: windows running past the padded input are dropped)."""
     span = size + 2 * pad - window
     if span < 0:
         raise ValueError(f"{layer}: window {window} is larger than the padded input "
                          f"{axis} ({size} + 2*{pad})")
-    if span % stride:
+    if span % stride and not floor:
         raise ValueError(f"{layer}: output {axis} is not integral: ({size} + 2*{pad} - {window})"
                          f" / {stride} + 1 = {span / stride + 1:g}; change pad or stride")
     return span // stride + 1

@@ -92,6 +92,15 @@ class Backend:
     def avgpool_backward(self, dout, x_shape, ph, pw, stride):
         return reference.avgpool_backward(self.xp, dout, x_shape, ph, pw, stride)
 
+    def depthwise_forward(self, x, w, b, stride, pad, Ho, Wo):
+        """x (N, C, H, W), w (C*m, 1, HH, WW), b (C*m,) -> out (N, C*m, Ho, Wo), filter f on
+        channel f // m; x, w, b C-contiguous."""
+        return reference.depthwise_forward(self.xp, x, w, b, stride, pad, Ho, Wo)
+
+    def depthwise_backward(self, dout, x, w, stride, pad, need_dx=True):
+        """dout (N, C*m, Ho, Wo) C-contiguous -> dx (N, C, H, W) or None, dw (C*m, 1, HH, WW)."""
+        return reference.depthwise_backward(self.xp, dout, x, w, stride, pad, need_dx)
+
     # -- convolution (algorithms: dualnet.backends.conv) ------------------------------
     def conv_algorithms(self) -> dict:
         """Every convolution algorithm this backend has, by name (built once)."""
@@ -102,20 +111,30 @@ class Backend:
         return algorithms
 
     def _make_conv_algorithms(self):
-        return [conv.PortableIm2col(self)]
+        return [conv.Depthwise(self), conv.Grouped(self), conv.PortableIm2col(self)]
 
     def conv_algorithm(self, call: conv.ConvCall) -> conv.ConvAlgorithm:
-        """The algorithm that computes `call`: this backend's one rule (the base backend has
-        a single algorithm)."""
+        """The algorithm that computes `call`, by this backend's one rule: depthwise calls
+        take the direct depthwise kernels, other grouped calls run group by group, and a
+        single group takes `single_group_algorithm`."""
+        algorithms = self.conv_algorithms()
+        for name in ("depthwise", "grouped"):
+            if algorithms[name].applies(call):
+                return algorithms[name]
+        return self.single_group_algorithm(call)
+
+    def single_group_algorithm(self, call: conv.ConvCall) -> conv.ConvAlgorithm:
+        """The algorithm for a call with one group (the base backend has only the portable
+        one; accelerated backends choose among theirs)."""
         return self.conv_algorithms()[conv.PortableIm2col.name]
 
-    def conv2d(self, x, w, b, stride, pad, Ho, Wo):
+    def conv2d(self, x, w, b, stride, pad, Ho, Wo, groups=1):
         """out (N, F, Ho, Wo), ctx for `conv2d_backward`; arguments validated by the caller,
-        x and b C-contiguous."""
-        call = conv.ConvCall.of(x, w, stride, pad, Ho, Wo)
+        x and b C-contiguous, w (F, C // groups, HH, WW)."""
+        call = conv.ConvCall.of(x, w, stride, pad, Ho, Wo, groups)
         algorithm = self.conv_algorithm(call)
         out, parts = algorithm.forward(x, w, b, call)
-        return out, conv.ConvContext(x, w, stride, pad, parts, algorithm.name)
+        return out, conv.ConvContext(x, w, stride, pad, parts, groups, algorithm.name)
 
     def conv2d_backward(self, dout, ctx: conv.ConvContext, need_dx=True):
         """dx (N, C, H, W) or None (need_dx=False), dw (F, C, HH, WW), db (F,) for dout

@@ -97,21 +97,23 @@ class ConvCall(NamedTuple):
     Ho: int
     Wo: int
     itemsize: int
+    groups: int = 1
 
     @classmethod
-    def of(cls, x, w, stride, pad, Ho, Wo):
-        return cls(*x.shape, w.shape[0], *w.shape[2:], stride, pad, Ho, Wo, x.itemsize)
+    def of(cls, x, w, stride, pad, Ho, Wo, groups=1):
+        return cls(*x.shape, w.shape[0], *w.shape[2:], stride, pad, Ho, Wo, x.itemsize, groups)
 
     @property
     def w_shape(self):
-        return (self.F, self.C, self.HH, self.WW)
+        return (self.F, self.C // self.groups, self.HH, self.WW)
 
 
 class ConvContext(NamedTuple):
     """What a forward pass keeps for its backward pass: the layer's cache, handed back unchanged.
 
-    `parts`: the batch slices of the chunks (None for algorithms that do not chunk);
-    `algorithm`: the name of the algorithm that ran (`ConvAlgorithm.name`).
+    `parts`: the batch slices of the chunks (None for algorithms that do not chunk), or for a
+    grouped call the contexts of its groups; `algorithm`: the name of the algorithm that ran
+    (`ConvAlgorithm.name`).
     """
 
     x: object
@@ -119,6 +121,7 @@ class ConvContext(NamedTuple):
     stride: int
     pad: int
     parts: list | None
+    groups: int
     algorithm: str
 
 
@@ -234,3 +237,72 @@ class PortableIm2col(ConvAlgorithm):
                 dx[part] = be.col2im(dcols, x[part].shape, HH, WW, pad, stride)
                 del dcols
         return dx, dw.reshape(w.shape)
+
+
+class Depthwise(ConvAlgorithm):
+    """'depthwise': groups = C (filter f sees channel f // (F/C)), by the backend's direct
+    depthwise kernels (`Backend.depthwise_forward`/`depthwise_backward`): a depthwise layer
+    is memory-bound, and im2col would turn it into C tiny GEMMs."""
+
+    name = "depthwise"
+    chunked = False
+
+    def applies(self, call):
+        return call.groups == call.C > 1
+
+    def scratch_bytes(self, call):
+        return 0  # the kernels write only the arrays they return
+
+    def forward(self, x, w, b, call):
+        return self.be.depthwise_forward(x, w, b, call.stride, call.pad, call.Ho, call.Wo), None
+
+    def backward(self, dout, ctx, need_dx):
+        return self.be.depthwise_backward(dout, ctx.x, ctx.w, ctx.stride, ctx.pad, need_dx)
+
+
+class Grouped(ConvAlgorithm):
+    """'grouped': any other groups > 1, one convolution per group by the backend's rule for a
+    single group; the groups' contexts are kept for backward. Each group's input channels and
+    filters are copied out contiguous first, and its gradients copied back."""
+
+    name = "grouped"
+    chunked = False
+
+    def applies(self, call):
+        return call.groups > 1
+
+    def scratch_bytes(self, call):
+        """The copied input and output of one group, beside that group's own scratch."""
+        g = call.groups
+        return (call.N * (call.C // g) * call.H * call.W
+                + call.N * (call.F // g) * call.Ho * call.Wo) * call.itemsize
+
+    def _split(self, a, g, groups):
+        size = a.shape[1] // groups
+        return a[:, g * size:(g + 1) * size]
+
+    def forward(self, x, w, b, call):
+        xp, groups = self.be.xp, call.groups
+        Fg = call.F // groups
+        out = xp.empty((call.N, call.F, call.Ho, call.Wo), dtype=x.dtype)
+        contexts = []
+        for g in range(groups):
+            part, ctx = self.be.conv2d(xp.ascontiguousarray(self._split(x, g, groups)),
+                                       w[g * Fg:(g + 1) * Fg], b[g * Fg:(g + 1) * Fg],
+                                       call.stride, call.pad, call.Ho, call.Wo)
+            out[:, g * Fg:(g + 1) * Fg] = part
+            contexts.append(ctx)
+        return out, contexts
+
+    def backward(self, dout, ctx, need_dx):
+        xp, groups = self.be.xp, ctx.groups
+        dx = xp.empty_like(ctx.x) if need_dx else None
+        dw = xp.empty_like(ctx.w)
+        Fg = dw.shape[0] // groups
+        for g, group_ctx in enumerate(ctx.parts):
+            dout_g = xp.ascontiguousarray(self._split(dout, g, groups))
+            dx_g, dw[g * Fg:(g + 1) * Fg], _ = self.be.conv2d_backward(dout_g, group_ctx,
+                                                                       need_dx)
+            if need_dx:
+                self._split(dx, g, groups)[...] = dx_g
+        return dx, dw

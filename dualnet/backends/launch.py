@@ -79,8 +79,9 @@ class ConvKernelBackend(Backend):
         _checks.ndim(where, name, a, ndim)
         return self.xp.ascontiguousarray(a)
 
-    def _geometry(self, op, x_shape, k_h, k_w, pad, stride) -> tuple[int, Geometry]:
-        """Validated (N, Geometry) of a sliding window over x_shape (N, C, H, W)."""
+    def _geometry(self, op, x_shape, k_h, k_w, pad, stride, floor=False) -> tuple[int, Geometry]:
+        """Validated (N, Geometry) of a sliding window over x_shape (N, C, H, W); the windows
+        must fit exactly, or with `floor` those running past the padded input are dropped."""
         where = self._where(op)
         if len(x_shape) != 4:
             raise ValueError(f"{where}: x_shape must be (N, C, H, W), got {tuple(x_shape)}")
@@ -89,31 +90,38 @@ class ConvKernelBackend(Backend):
         k_w = _checks.positive_int(where, "window width", k_w)
         pad = _checks.positive_int(where, "pad", pad, minimum=0)
         stride = _checks.positive_int(where, "stride", stride)
-        H_out = _checks.window_output(where, H, k_h, pad, stride, "height")
-        W_out = _checks.window_output(where, W, k_w, pad, stride, "width")
+        H_out = _checks.window_output(where, H, k_h, pad, stride, "height", floor)
+        W_out = _checks.window_output(where, W, k_w, pad, stride, "width", floor)
         return N, Geometry(C, H, W, k_h, k_w, pad, stride, H_out, W_out)
 
-    def _run(self, kernel, out, inputs, outputs, g: Geometry) -> None:
-        """Launch `kernel` with one thread per element of `out` (the array it fills)."""
+    def _same_dtype(self, op, **arrays):
+        """All `arrays` share one dtype (a kernel reads them all as its T)."""
+        if len({a.dtype for a in arrays.values()}) > 1:
+            found = ", ".join(f"{name}={a.dtype}" for name, a in arrays.items())
+            raise TypeError(f"{self._where(op)}: dtype mismatch ({found})")
+
+    def _run(self, kernel, out, inputs, outputs, g: Geometry, extra=()) -> None:
+        """Launch `kernel` with one thread per element of `out` (the array it fills); `extra`
+        scalars follow the geometry."""
         total = out.size
         if total == 0:
             return  # an empty grid is an invalid launch, and there is nothing to compute
         entry = f"{kernel}_{DTYPE_SUFFIX[out.dtype]}"
         grid, block = launch_config(total, self.block, self.max_grid)
-        scalars = tuple(np.int64(v) for v in (total, *g))
+        scalars = tuple(np.int64(v) for v in (total, *g, *extra))
         self._launch(entry, grid, block, (*inputs, *outputs, *scalars))
 
     # -- kernels ---------------------------------------------------------------------
     def im2col(self, x, HH, WW, pad, stride):
         x = self._array("im2col", "x", x, 4)
-        N, g = self._geometry("im2col", x.shape, HH, WW, pad, stride)
+        N, g = self._geometry("im2col", x.shape, HH, WW, pad, stride, floor=True)
         cols = self.xp.empty((N, g.C * g.k_h * g.k_w, g.H_out * g.W_out), dtype=x.dtype)
         self._run("im2col", cols, (x,), (cols,), g)
         return cols
 
     def col2im(self, cols, x_shape, HH, WW, pad, stride):
         cols = self._array("col2im", "cols", cols, 3)
-        N, g = self._geometry("col2im", x_shape, HH, WW, pad, stride)
+        N, g = self._geometry("col2im", x_shape, HH, WW, pad, stride, floor=True)
         _checks.shape(self._where("col2im"), "cols", cols,
                       (N, g.C * g.k_h * g.k_w, g.H_out * g.W_out))
         dx = self.xp.empty((N, g.C, g.H, g.W), dtype=cols.dtype)
@@ -155,6 +163,44 @@ class ConvKernelBackend(Backend):
         dx = self.xp.empty((N, g.C, g.H, g.W), dtype=dout.dtype)
         self._run(op, dx, (dout,), (dx,), g)
         return dx
+
+    def _depthwise_geometry(self, op, x_shape, w, stride, pad):
+        """(N, Geometry, multiplier) of a depthwise call; w (C*m, 1, HH, WW) checked."""
+        N, g = self._geometry(op, x_shape, w.shape[2], w.shape[3], pad, stride, floor=True)
+        F = w.shape[0]
+        if w.shape[1] != 1 or g.C == 0 or F % g.C:
+            raise ValueError(f"{self._where(op)}: w must have shape (C*m, 1, HH, WW) for "
+                             f"C={g.C} channels, got {tuple(w.shape)}")
+        return N, g, F // g.C
+
+    def depthwise_forward(self, x, w, b, stride, pad, Ho, Wo):
+        op = "depthwise_forward"
+        x, w, b = (self._array(op, name, a, ndim)
+                   for name, a, ndim in (("x", x, 4), ("w", w, 4), ("b", b, 1)))
+        self._same_dtype(op, x=x, w=w, b=b)
+        N, g, m = self._depthwise_geometry(op, x.shape, w, stride, pad)
+        _checks.shape(self._where(op), "b", b, (w.shape[0],))
+        if (Ho, Wo) != (g.H_out, g.W_out):
+            raise ValueError(f"{self._where(op)}: output size {(Ho, Wo)} does not match the "
+                             f"geometry's {(g.H_out, g.W_out)}")
+        out = self.xp.empty((N, w.shape[0], Ho, Wo), dtype=x.dtype)
+        self._run(op, out, (x, w, b), (out,), g, extra=(N, m))
+        return out
+
+    def depthwise_backward(self, dout, x, w, stride, pad, need_dx=True):
+        op = "depthwise_backward"
+        dout, x, w = (self._array(op, name, a, 4) for name, a in (("dout", dout), ("x", x),
+                                                                   ("w", w)))
+        self._same_dtype(op, dout=dout, x=x, w=w)
+        N, g, m = self._depthwise_geometry(op, x.shape, w, stride, pad)
+        _checks.shape(self._where(op), "dout", dout, (N, w.shape[0], g.H_out, g.W_out))
+        dx = None
+        if need_dx:
+            dx = self.xp.empty(x.shape, dtype=x.dtype)
+            self._run("depthwise_backward_input", dx, (dout, w), (dx,), g, extra=(N, m))
+        dw = self.xp.empty(w.shape, dtype=w.dtype)
+        self._run("depthwise_backward_filter", dw, (dout, x), (dw,), g, extra=(N, m))
+        return dx, dw
 
     def self_test(self) -> str | None:
         """Run im2col on a tiny input; None when it matches the reference, else what differed."""

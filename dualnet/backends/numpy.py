@@ -64,14 +64,14 @@ class NumpyBackend(Backend):
     def _make_conv_algorithms(self):
         return [host_winograd.WinogradFused(self), host_winograd.WinogradChunked(self),
                 host_im2col.Im2colFused(self), host_im2col.Im2colChunked(self),
-                host_im2col.Im2colPairs(self)]
+                host_im2col.Im2colPairs(self), conv.Depthwise(self), conv.Grouped(self)]
 
-    def conv_algorithm(self, call):
-        """The numpy backend's rule, in order: Winograd for 3x3 stride-1 calls where it pays
-        (`host_winograd.winograd_pays`; always with `set_algorithm('winograd')`), fused where
-        its workspace fits the budget, else chunked; then fused im2col where it applies and
-        fits; then, under 'auto', vertical output pairs for few-filter layers; else chunked
-        im2col."""
+    def single_group_algorithm(self, call):
+        """The numpy backend's rule for one group, in order: Winograd for 3x3 stride-1 calls
+        where it pays (`host_winograd.winograd_pays`; always with `set_algorithm('winograd')`),
+        fused where its workspace fits the budget, else chunked; then fused im2col where it
+        applies and fits; then, under 'auto', vertical output pairs for few-filter layers;
+        else chunked im2col."""
         setting, budget = conv.settings.algorithm, conv.settings.memory_budget
         algorithms = self.conv_algorithms()
         winograd = algorithms["winograd"]
@@ -144,6 +144,19 @@ class NumpyBackend(Backend):
             return self._ext.nchw_to_rows(dout, out, q)
         out[...] = reference.nchw_to_rows(np, dout, q)
         return out
+
+    def depthwise_forward(self, x, w, b, stride, pad, Ho, Wo):
+        if self._ext is None:
+            return super().depthwise_forward(x, w, b, stride, pad, Ho, Wo)
+        out = np.empty((x.shape[0], w.shape[0], Ho, Wo), dtype=x.dtype)
+        return self._ext.depthwise_forward(x, np.ascontiguousarray(w), b, pad, stride, out)
+
+    def depthwise_backward(self, dout, x, w, stride, pad, need_dx=True):
+        if self._ext is None:
+            return super().depthwise_backward(dout, x, w, stride, pad, need_dx)
+        dx = np.empty_like(x) if need_dx else None
+        return self._ext.depthwise_backward(dout, x, np.ascontiguousarray(w), pad, stride, dx,
+                                            np.empty(w.shape, dtype=w.dtype))
 
     # -- Winograd F(2x2, 3x3) tile transforms (see kernels/reference.py), into `out` ---------
     # Arrays are C-contiguous and share one dtype, float32 or float64. The pure-NumPy versions

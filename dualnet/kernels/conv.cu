@@ -1,4 +1,5 @@
-// dualnet's GPU kernels: im2col/col2im and max/average pooling, NCHW, float32 and float64.
+// dualnet's GPU kernels: im2col/col2im, depthwise convolution and max/average pooling, NCHW,
+// float32 and float64.
 //
 // One self-contained file (no local #include) compiled three ways with no edits:
 //   * by CuPy at run time (NVRTC, `cupy.RawModule`) for the `cupy` backend,
@@ -185,10 +186,97 @@ __device__ void avgpool_backward_body(const T* __restrict__ dout, T* __restrict_
     }
 }
 
-// Every entry point takes its arrays first, then the ten geometry scalars in this order.
+// Depthwise convolution (groups = C): filter f of F = C*m sees input channel f / m only; w is
+// (F, k_h*k_w), `multiplier` is m. `H_out`/`W_out` may be the floor of the windows that fit:
+// windows start at the padded origin either way.
+
+// x (N, C, H, W), w, bias (F) -> out (N, F, H_out, W_out). One thread per output element.
+template <typename T>
+__device__ void depthwise_forward_body(const T* __restrict__ x, const T* __restrict__ w,
+                                       const T* __restrict__ bias, T* __restrict__ out,
+                                       Geometry g, i64 multiplier) {
+    const i64 F = g.C * multiplier;
+    for (i64 idx = first_index(); idx < g.total; idx += grid_stride()) {
+        i64 ow = idx % g.W_out;
+        i64 oh = idx / g.W_out % g.H_out;
+        i64 nf = idx / (g.W_out * g.H_out);  // n * F + f
+        i64 f = nf % F;
+        const T* plane = x + (nf / F * g.C + f / multiplier) * g.H * g.W;
+        const T* taps = w + f * g.k_h * g.k_w;
+        T sum = bias[f];
+        for (i64 i = 0; i < g.k_h; ++i) {
+            i64 h = oh * g.stride - g.pad + i;
+            if (h < 0 || h >= g.H) continue;
+            for (i64 j = 0; j < g.k_w; ++j) {
+                i64 c = ow * g.stride - g.pad + j;
+                if (c >= 0 && c < g.W) sum += plane[h * g.W + c] * taps[i * g.k_w + j];
+            }
+        }
+        out[idx] = sum;
+    }
+}
+
+// dout (N, F, H_out, W_out), w -> dx (N, C, H, W). One thread per input element, gathering
+// over its channel's m filters and the windows that hold it.
+template <typename T>
+__device__ void depthwise_backward_input_body(const T* __restrict__ dout,
+                                              const T* __restrict__ w, T* __restrict__ dx,
+                                              Geometry g, i64 multiplier) {
+    const i64 positions = g.H_out * g.W_out;
+    for (i64 idx = first_index(); idx < g.total; idx += grid_stride()) {
+        const Cover c = covering_windows(idx, g);  // c.plane = n * C + channel
+        const i64 first_filter = c.plane * multiplier;  // n * F + channel * m
+        const i64 first_tap = c.plane % g.C * multiplier * g.k_h * g.k_w;
+        T sum = T(0);
+        for (i64 k = 0; k < multiplier; ++k) {
+            const T* grad = dout + (first_filter + k) * positions;
+            const T* taps = w + first_tap + k * g.k_h * g.k_w;
+            for (i64 oh = c.oh_lo; oh <= c.oh_hi; ++oh) {
+                i64 i = c.h - oh * g.stride;
+                for (i64 ow = c.ow_lo; ow <= c.ow_hi; ++ow) {
+                    sum += grad[oh * g.W_out + ow] * taps[i * g.k_w + c.w - ow * g.stride];
+                }
+            }
+        }
+        dx[idx] = sum;
+    }
+}
+
+// dout (N, F, H_out, W_out), x (N, C, H, W) -> dw (F, k_h*k_w). One thread per filter tap,
+// summing over the batch and the output positions in a fixed order.
+template <typename T>
+__device__ void depthwise_backward_filter_body(const T* __restrict__ dout,
+                                               const T* __restrict__ x, T* __restrict__ dw,
+                                               Geometry g, i64 N, i64 multiplier) {
+    const i64 F = g.C * multiplier;
+    const i64 positions = g.H_out * g.W_out;
+    for (i64 idx = first_index(); idx < g.total; idx += grid_stride()) {
+        i64 j = idx % g.k_w;
+        i64 i = idx / g.k_w % g.k_h;
+        i64 f = idx / (g.k_w * g.k_h);
+        T sum = T(0);
+        for (i64 n = 0; n < N; ++n) {
+            const T* grad = dout + (n * F + f) * positions;
+            const T* plane = x + (n * g.C + f / multiplier) * g.H * g.W;
+            for (i64 oh = 0; oh < g.H_out; ++oh) {
+                i64 h = oh * g.stride - g.pad + i;
+                if (h < 0 || h >= g.H) continue;
+                for (i64 ow = 0; ow < g.W_out; ++ow) {
+                    i64 c = ow * g.stride - g.pad + j;
+                    if (c >= 0 && c < g.W) sum += grad[oh * g.W_out + ow] * plane[h * g.W + c];
+                }
+            }
+        }
+        dw[idx] = sum;
+    }
+}
+
+// Every entry point takes its arrays first, then the ten geometry scalars in this order
+// (the depthwise ones then the batch size N and the channel multiplier m).
 #define GEOMETRY_PARAMS \
     i64 total, i64 C, i64 H, i64 W, i64 k_h, i64 k_w, i64 pad, i64 stride, i64 H_out, i64 W_out
 #define GEOMETRY {total, C, H, W, k_h, k_w, pad, stride, H_out, W_out}
+#define DEPTHWISE_PARAMS GEOMETRY_PARAMS, i64 N, i64 multiplier
 
 // The extern "C" entry points for one dtype T, named with `suffix` (f32 or f64).
 #define DUALNET_ENTRY_POINTS(T, suffix)                                                        \
@@ -217,6 +305,23 @@ __device__ void avgpool_backward_body(const T* __restrict__ dout, T* __restrict_
     extern "C" __global__ void avgpool_backward_##suffix(                                     \
             const T* __restrict__ dout, T* __restrict__ dx, GEOMETRY_PARAMS) {                \
         avgpool_backward_body<T>(dout, dx, Geometry GEOMETRY);                                \
+    }                                                                                         \
+    extern "C" __global__ void depthwise_forward_##suffix(                                    \
+            const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,     \
+            T* __restrict__ out, DEPTHWISE_PARAMS) {                                          \
+        (void)N; /* the three depthwise kernels share one parameter list */                   \
+        depthwise_forward_body<T>(x, w, bias, out, Geometry GEOMETRY, multiplier);            \
+    }                                                                                         \
+    extern "C" __global__ void depthwise_backward_input_##suffix(                             \
+            const T* __restrict__ dout, const T* __restrict__ w, T* __restrict__ dx,          \
+            DEPTHWISE_PARAMS) {                                                               \
+        (void)N;                                                                              \
+        depthwise_backward_input_body<T>(dout, w, dx, Geometry GEOMETRY, multiplier);         \
+    }                                                                                         \
+    extern "C" __global__ void depthwise_backward_filter_##suffix(                            \
+            const T* __restrict__ dout, const T* __restrict__ x, T* __restrict__ dw,          \
+            DEPTHWISE_PARAMS) {                                                               \
+        depthwise_backward_filter_body<T>(dout, x, dw, Geometry GEOMETRY, N, multiplier);     \
     }
 
 DUALNET_ENTRY_POINTS(float, f32)

@@ -22,6 +22,7 @@ KERNELS = (
     "im2col", "col2im",
     "maxpool_forward", "maxpool_backward",
     "avgpool_forward", "avgpool_backward",
+    "depthwise_forward", "depthwise_backward_input", "depthwise_backward_filter",
 )
 
 #: The entry-point suffix of each dtype the kernels take.

@@ -782,3 +782,203 @@ def avgpool_backward(dout, x_shape, ph, pw, stride):
     if dx.size:
         _avgpool_backward_fused(dout, dx, ph, pw, stride)
     return dx
+
+
+# -- depthwise convolution -----------------------------------------------------------------
+# groups = C: filter f of F = C*m sees input channel f // m only, w (F, 1, HH, WW). The layer
+# is memory-bound, so the kernels stream each plane once per tap row instead of building
+# patches; for stride 1 every innermost loop runs over a contiguous row (vectorized by the
+# compiler). Output sizes (Ho, Wo) come from the arrays and may be the floor of the windows
+# that fit (windows start at the padded origin).
+
+cdef void _depthwise_plane(const floating *x, const floating *taps, floating bias,
+                           floating *out, Py_ssize_t H, Py_ssize_t W, Py_ssize_t HH,
+                           Py_ssize_t WW, Py_ssize_t pad, Py_ssize_t stride, Py_ssize_t Ho,
+                           Py_ssize_t Wo) noexcept nogil:
+    """One filter over one (H, W) plane -> one (Ho, Wo) plane, bias first, then the taps."""
+    cdef Py_ssize_t ho, wo, i, j, h, off, lo, hi
+    cdef floating t
+    cdef floating *o
+    cdef const floating *row
+    for ho in range(Ho):
+        o = out + ho * Wo
+        for wo in range(Wo):
+            o[wo] = bias
+        for i in range(HH):
+            h = ho * stride - pad + i
+            if h < 0 or h >= H:
+                continue
+            row = x + h * W
+            for j in range(WW):
+                t = taps[i * WW + j]
+                off = j - pad
+                _valid_range(off, W, Wo, stride, &lo, &hi)
+                if stride == 1:
+                    for wo in range(lo, hi):
+                        o[wo] += t * row[wo + off]
+                else:
+                    for wo in range(lo, hi):
+                        o[wo] += t * row[wo * stride + off]
+
+
+cdef void _depthwise_input_grad_plane(const floating *dout, const floating *taps,
+                                      floating *dx, Py_ssize_t m, Py_ssize_t H, Py_ssize_t W,
+                                      Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad,
+                                      Py_ssize_t stride, Py_ssize_t Ho,
+                                      Py_ssize_t Wo) noexcept nogil:
+    """The m filters of one channel send dout (m planes of (Ho, Wo)) back to its (H, W)
+    plane; one thread per plane, so the scatter needs no atomics and keeps its order."""
+    cdef Py_ssize_t k, ho, wo, i, j, h, off, lo, hi
+    cdef floating t
+    cdef floating *drow
+    cdef const floating *g
+    memset(dx, 0, H * W * sizeof(floating))
+    for k in range(m):
+        for ho in range(Ho):
+            g = dout + (k * Ho + ho) * Wo
+            for i in range(HH):
+                h = ho * stride - pad + i
+                if h < 0 or h >= H:
+                    continue
+                drow = dx + h * W
+                for j in range(WW):
+                    t = taps[(k * HH + i) * WW + j]
+                    off = j - pad
+                    _valid_range(off, W, Wo, stride, &lo, &hi)
+                    if stride == 1:
+                        for wo in range(lo, hi):
+                            drow[wo + off] += t * g[wo]
+                    else:
+                        for wo in range(lo, hi):
+                            drow[wo * stride + off] += t * g[wo]
+
+
+cdef void _depthwise_filter_grad(const floating *dout, const floating *x, floating *dw,
+                                 Py_ssize_t N, Py_ssize_t dout_step, Py_ssize_t x_step,
+                                 Py_ssize_t H, Py_ssize_t W, Py_ssize_t HH, Py_ssize_t WW,
+                                 Py_ssize_t pad, Py_ssize_t stride, Py_ssize_t Ho,
+                                 Py_ssize_t Wo) noexcept nogil:
+    """One filter's HH*WW taps: sums over the batch (planes `dout_step` and `x_step` apart) and
+    the output positions, in a fixed order."""
+    cdef Py_ssize_t n, ho, wo, i, j, h, off, lo, hi
+    cdef floating acc0, acc1
+    cdef const floating *g
+    cdef const floating *row
+    memset(dw, 0, HH * WW * sizeof(floating))
+    for n in range(N):
+        for ho in range(Ho):
+            g = dout + n * dout_step + ho * Wo
+            for i in range(HH):
+                h = ho * stride - pad + i
+                if h < 0 or h >= H:
+                    continue
+                row = x + n * x_step + h * W
+                for j in range(WW):
+                    off = j - pad
+                    _valid_range(off, W, Wo, stride, &lo, &hi)
+                    # two partial sums: the dependency chain of one would bound the speed
+                    acc0 = 0
+                    acc1 = 0
+                    wo = lo
+                    while wo + 1 < hi:
+                        acc0 += g[wo] * row[wo * stride + off]
+                        acc1 += g[wo + 1] * row[(wo + 1) * stride + off]
+                        wo += 2
+                    if wo < hi:
+                        acc0 += g[wo] * row[wo * stride + off]
+                    dw[i * WW + j] += acc0 + acc1
+
+
+def _depthwise_forward_fused(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
+                             const floating[::1] bias, floating[:, :, :, ::1] out,
+                             Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad, Py_ssize_t stride):
+    cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
+    cdef Py_ssize_t m = F // C, plane, n, f
+    for plane in prange(out.shape[0] * F, nogil=True, schedule="static"):
+        n = plane // F
+        f = plane % F
+        _depthwise_plane(&x[n, f // m, 0, 0], &w[f, 0], bias[f], &out[n, f, 0, 0], H, W, HH,
+                         WW, pad, stride, Ho, Wo)
+
+
+def _depthwise_input_grad_fused(const floating[:, :, :, ::1] dout, const floating[:, ::1] w,
+                                floating[:, :, :, ::1] dx, Py_ssize_t HH, Py_ssize_t WW,
+                                Py_ssize_t pad, Py_ssize_t stride):
+    cdef Py_ssize_t C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef Py_ssize_t Ho = dout.shape[2], Wo = dout.shape[3], m = dout.shape[1] // C
+    cdef Py_ssize_t plane, n, c
+    for plane in prange(dx.shape[0] * C, nogil=True, schedule="static"):
+        n = plane // C
+        c = plane % C
+        _depthwise_input_grad_plane(&dout[n, c * m, 0, 0], &w[c * m, 0], &dx[n, c, 0, 0], m,
+                                    H, W, HH, WW, pad, stride, Ho, Wo)
+
+
+def _depthwise_filter_grad_fused(const floating[:, :, :, ::1] dout,
+                                 const floating[:, :, :, ::1] x, floating[:, ::1] dw,
+                                 Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad,
+                                 Py_ssize_t stride):
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = dout.shape[1], Ho = dout.shape[2], Wo = dout.shape[3], m = F // C
+    cdef Py_ssize_t f
+    for f in prange(F, nogil=True, schedule="static"):
+        _depthwise_filter_grad(&dout[0, f, 0, 0], &x[0, f // m, 0, 0], &dw[f, 0], N,
+                               F * Ho * Wo, C * H * W, H, W, HH, WW, pad, stride, Ho, Wo)
+
+
+def _check_depthwise(op, x, w, out_or_dout, pad, stride):
+    """Real exceptions before the kernels read raw memory: contiguous arrays of one float
+    dtype, w (C*m, 1, HH, WW), and an output (N, C*m, Ho, Wo) no larger than the windows that
+    fit."""
+    _check(f"{op}: x", x, 4)
+    _check(f"{op}: w", w, 4)
+    _check(f"{op}: out", out_or_dout, 4)
+    if w.dtype != x.dtype or out_or_dout.dtype != x.dtype:
+        raise ValueError(f"{op}: arrays must share x's dtype {x.dtype}")
+    N, C, H, W = x.shape
+    F, one, HH, WW = w.shape
+    if one != 1 or C == 0 or F % C:
+        raise ValueError(f"{op}: w must have shape (C*m, 1, HH, WW) for C={C}, got {w.shape}")
+    _check_geometry(H, HH, pad, stride, "height")
+    _check_geometry(W, WW, pad, stride, "width")
+    Ho, Wo = out_or_dout.shape[2:]
+    if out_or_dout.shape[:2] != (N, F) or not (
+            0 < Ho <= _out_size(H, HH, pad, stride) and 0 < Wo <= _out_size(W, WW, pad, stride)):
+        raise ValueError(f"{op}: output {out_or_dout.shape} does not fit x {x.shape} and "
+                         f"w {w.shape} with pad {pad}, stride {stride}")
+    return F, HH, WW
+
+
+def depthwise_forward(x, w, bias, pad, stride, out):
+    """x (N, C, H, W), w (C*m, 1, HH, WW), bias (C*m,) -> out (N, C*m, Ho, Wo), filled in
+    place (filter f on channel f // m); returns out."""
+    F, HH, WW = _check_depthwise("depthwise_forward", x, w, out, pad, stride)
+    _check("depthwise_forward: bias", bias, 1)
+    if bias.shape != (F,) or bias.dtype != x.dtype:
+        raise ValueError(f"depthwise_forward: bias must be ({F},) {x.dtype}, got "
+                         f"{bias.shape} {bias.dtype}")
+    if out.size:
+        _depthwise_forward_fused(x, w.reshape(F, HH * WW), bias, out, HH, WW, pad, stride)
+    return out
+
+
+def depthwise_backward(dout, x, w, pad, stride, dx, dw):
+    """Gradients of `depthwise_forward` (bias aside): dout (N, C*m, Ho, Wo) -> dx (N, C, H, W)
+    filled in place unless None, and dw (C*m, 1, HH, WW) filled in place; returns (dx, dw)."""
+    F, HH, WW = _check_depthwise("depthwise_backward", x, w, dout, pad, stride)
+    _check("depthwise_backward: dw", dw, 4)
+    if dw.shape != w.shape or dw.dtype != x.dtype:
+        raise ValueError(f"depthwise_backward: dw must be {w.shape} {x.dtype}")
+    if dx is not None:
+        _check("depthwise_backward: dx", dx, 4)
+        if dx.shape != x.shape or dx.dtype != x.dtype:
+            raise ValueError(f"depthwise_backward: dx must be {x.shape} {x.dtype}")
+        if dx.size:
+            _depthwise_input_grad_fused(dout, w.reshape(F, HH * WW), dx, HH, WW, pad, stride)
+    if dw.size:
+        if dout.size:
+            _depthwise_filter_grad_fused(dout, x, dw.reshape(F, HH * WW), HH, WW, pad, stride)
+        else:
+            dw[...] = 0
+    return dx, dw

@@ -70,6 +70,55 @@ def nchw_to_rows(xp, dout, q=1):
     return xp.ascontiguousarray(rows).reshape(q * F, N * (Ho // q) * Wo)
 
 
+def _depthwise_taps(x_pad, i, j, stride, Ho, Wo):
+    """The inputs tap (i, j) of every output position sees: (N, C, 1, Ho, Wo) of x_pad."""
+    return x_pad[:, :, None, i:i + stride * (Ho - 1) + 1:stride, j:j + stride * (Wo - 1) + 1:stride]
+
+
+def depthwise_forward(xp, x, w, bias, stride, pad, Ho, Wo):
+    """Depthwise convolution (groups = C): x (N, C, H, W), w (C*m, 1, HH, WW), bias (C*m,)
+    -> out (N, C*m, Ho, Wo); filter f sees input channel f // m (m: the channel multiplier).
+
+    (Ho, Wo) may be the floor of the windows that fit: the taps start at the padded origin.
+    """
+    N, C = x.shape[:2]
+    F, _, HH, WW = w.shape
+    m = F // C
+    x_pad = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
+    taps = w.reshape(C, m, HH, WW)
+    out = xp.zeros((N, C, m, Ho, Wo), dtype=x.dtype)
+    for i in range(HH):
+        for j in range(WW):
+            out += _depthwise_taps(x_pad, i, j, stride, Ho, Wo) * taps[:, :, i, j, None, None]
+    out += bias.reshape(C, m)[:, :, None, None]
+    return out.reshape(N, F, Ho, Wo)
+
+
+def depthwise_backward(xp, dout, x, w, stride, pad, need_dx=True):
+    """Gradients of `depthwise_forward` (without the bias): dout (N, C*m, Ho, Wo) ->
+    dx (N, C, H, W) or None, dw (C*m, 1, HH, WW). Sums run over taps in a fixed order."""
+    N, C, H, W = x.shape
+    F, _, HH, WW = w.shape
+    m, (Ho, Wo) = F // C, dout.shape[2:]
+    x_pad = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))) if pad else x
+    dout5 = dout.reshape(N, C, m, Ho, Wo)
+    taps = w.reshape(C, m, HH, WW)
+    dw = xp.empty((C, m, HH, WW), dtype=x.dtype)
+    dx_pad = xp.zeros(x_pad.shape, dtype=x.dtype) if need_dx else None
+    for i in range(HH):
+        for j in range(WW):
+            dw[:, :, i, j] = (dout5 * _depthwise_taps(x_pad, i, j, stride, Ho, Wo)).sum(
+                axis=(0, 3, 4))
+            if need_dx:
+                share = (dout5 * taps[:, :, i, j, None, None]).sum(axis=2)
+                dx_pad[:, :, i:i + stride * (Ho - 1) + 1:stride,
+                       j:j + stride * (Wo - 1) + 1:stride] += share
+    dx = None
+    if need_dx:
+        dx = xp.ascontiguousarray(dx_pad[:, :, pad:pad + H, pad:pad + W]) if pad else dx_pad
+    return dx, dw.reshape(F, 1, HH, WW)
+
+
 def _windows(xp, x, ph, pw, stride):
     """x (N, C, H, W) -> (N, C, Ho, Wo, ph*pw): every pooling window, flattened row-major."""
     N, C, H, W = x.shape

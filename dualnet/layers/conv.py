@@ -11,8 +11,17 @@ bounds the scratch memory one call holds (`DEFAULT_MEMORY_BUDGET`, 256 MiB, or t
 `DUALNET_CONV_MEMORY_BUDGET` environment variable in bytes, read at import); both are
 documented in `dualnet.backends.conv`.
 
-Shapes: x (N, C, H, W), w (F, C, HH, WW), b (F,), out (N, F, Ho, Wo) with
-Ho = (H + 2*pad - HH) / stride + 1 (must be an integer; likewise Wo).
+conv_param: {'stride': int (default 1), 'pad': int (default 0, zeros on every side),
+'groups': int (default 1), 'rounding': 'exact' (default) or 'floor'}.
+
+Shapes: x (N, C, H, W), w (F, C // groups, HH, WW), b (F,), out (N, F, Ho, Wo) with
+Ho = (H + 2*pad - HH) / stride + 1 and likewise Wo. With rounding 'exact' (the course's rule)
+that must be an integer, else the layer refuses; 'floor' rounds it down as PyTorch does
+(windows that would run past the padded input are dropped; `nn.Conv2d` uses it).
+
+Groups (PyTorch's `groups`): channels and filters split into `groups` equal parts; filter
+f sees only input channels [g*C/groups, (g+1)*C/groups) of its group g = f // (F/groups).
+groups = C is the depthwise convolution.
 """
 
 from __future__ import annotations
@@ -36,33 +45,53 @@ __all__ = [
 ]
 
 
+_ROUNDINGS = ("exact", "floor")
+
+
 def _conv_geometry(layer, x, w, b, conv_param):
-    """Validate a convolution; returns (backend, stride, pad, Ho, Wo)."""
+    """Validate a convolution; returns (backend, stride, pad, groups, Ho, Wo)."""
     be = _checks.floating(layer, x=x, w=w, b=b)
     _checks.ndim(layer, "x", x, 4, "(N, C, H, W)")
-    _checks.ndim(layer, "w", w, 4, "(F, C, HH, WW)")
-    if x.shape[1] != w.shape[1]:
-        raise ValueError(f"{layer}: channel mismatch: x {tuple(x.shape)} has C={x.shape[1]} "
-                         f"but w {tuple(w.shape)} expects C={w.shape[1]}")
+    _checks.ndim(layer, "w", w, 4, "(F, C // groups, HH, WW)")
     if 0 in w.shape:
         raise ValueError(f"{layer}: w must have no empty axis, got shape {tuple(w.shape)}")
-    _checks.shape(layer, "b", b, (w.shape[0],))
+    groups = _checks.positive_int(layer, "conv_param['groups']", conv_param.get("groups", 1))
+    C, F = x.shape[1], w.shape[0]
+    if C % groups or F % groups:
+        raise ValueError(f"{layer}: conv_param['groups'] = {groups} must divide both the input "
+                         f"channels of x {tuple(x.shape)} and the filters of w {tuple(w.shape)}")
+    if C != w.shape[1] * groups:
+        grouped = f" with groups={groups}" if groups > 1 else ""
+        raise ValueError(f"{layer}: channel mismatch: x {tuple(x.shape)} has C={C} but w "
+                         f"{tuple(w.shape)}{grouped} expects C={w.shape[1] * groups}")
+    _checks.shape(layer, "b", b, (F,))
     stride = _checks.positive_int(layer, "conv_param['stride']", conv_param.get("stride", 1))
     pad = _checks.positive_int(layer, "conv_param['pad']", conv_param.get("pad", 0), minimum=0)
+    rounding = conv_param.get("rounding", "exact")
+    if rounding not in _ROUNDINGS:
+        raise ValueError(f"{layer}: conv_param['rounding'] must be 'exact' or 'floor', "
+                         f"got {rounding!r}")
     H, W = x.shape[2:]
     HH, WW = w.shape[2:]
-    Ho = _checks.window_output(layer, H, HH, pad, stride, "height")
-    Wo = _checks.window_output(layer, W, WW, pad, stride, "width")
-    return be, stride, pad, Ho, Wo
+    floor = rounding == "floor"
+    Ho = _checks.window_output(layer, H, HH, pad, stride, "height", floor)
+    Wo = _checks.window_output(layer, W, WW, pad, stride, "width", floor)
+    return be, stride, pad, groups, Ho, Wo
+
+
+def _group_channels(f, C_group, F_group):
+    """The input channels filter f sees: those of its group."""
+    g = f // F_group
+    return slice(g * C_group, (g + 1) * C_group)
 
 
 def conv_forward_naive(x, w, b, conv_param):
     """Reference convolution with explicit loops over samples, filters and positions.
 
-    conv_param: {'stride': int, 'pad': int} (zero padding on every side).
-    Returns out (N, F, Ho, Wo), cache (x, w, b, conv_param).
+    conv_param: see the module docstring. Returns out (N, F, Ho, Wo), cache
+    (x, w, b, conv_param).
     """
-    be, stride, pad, Ho, Wo = _conv_geometry("conv_forward_naive", x, w, b, conv_param)
+    be, stride, pad, groups, Ho, Wo = _conv_geometry("conv_forward_naive", x, w, b, conv_param)
     xp = be.xp
     N, F = x.shape[0], w.shape[0]
     HH, WW = w.shape[2:]
@@ -70,9 +99,11 @@ def conv_forward_naive(x, w, b, conv_param):
     out = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
     for n in range(N):
         for f in range(F):
+            channels = _group_channels(f, w.shape[1], F // groups)
             for i in range(Ho):
                 for j in range(Wo):
-                    window = x_pad[n, :, i * stride:i * stride + HH, j * stride:j * stride + WW]
+                    window = x_pad[n, channels, i * stride:i * stride + HH,
+                                   j * stride:j * stride + WW]
                     out[n, f, i, j] = (window * w[f]).sum() + b[f]
     return out, (x, w, b, conv_param)
 
@@ -83,7 +114,8 @@ def conv_backward_naive(dout, cache):
     Returns dx (N, C, H, W), dw (F, C, HH, WW), db (F,).
     """
     x, w, b, conv_param = cache
-    be, stride, pad, Ho, Wo = _conv_geometry("conv_backward_naive", x, w, b, conv_param)
+    be, stride, pad, groups, Ho, Wo = _conv_geometry("conv_backward_naive", x, w, b,
+                                                     conv_param)
     xp = be.xp
     N, F = x.shape[0], w.shape[0]
     H, W = x.shape[2:]
@@ -94,12 +126,13 @@ def conv_backward_naive(dout, cache):
     db = dout.sum(axis=(0, 2, 3))
     for n in range(N):
         for f in range(F):
+            channels = _group_channels(f, w.shape[1], F // groups)
             for i in range(Ho):
                 for j in range(Wo):
                     rows = slice(i * stride, i * stride + HH)
                     cols = slice(j * stride, j * stride + WW)
-                    dw[f] += dout[n, f, i, j] * x_pad[n, :, rows, cols]
-                    dx_pad[n, :, rows, cols] += dout[n, f, i, j] * w[f]
+                    dw[f] += dout[n, f, i, j] * x_pad[n, channels, rows, cols]
+                    dx_pad[n, channels, rows, cols] += dout[n, f, i, j] * w[f]
     dx = dx_pad[:, :, pad:pad + H, pad:pad + W]
     return xp.ascontiguousarray(dx), dw, db
 
@@ -109,11 +142,11 @@ def conv_forward_fast(x, w, b, conv_param):
 
     Returns out (N, F, Ho, Wo) in x's dtype, cache for `conv_backward_fast`.
     """
-    be, stride, pad, Ho, Wo = _conv_geometry("conv_forward_fast", x, w, b, conv_param)
+    be, stride, pad, groups, Ho, Wo = _conv_geometry("conv_forward_fast", x, w, b, conv_param)
     xp = be.xp
     try:
         return be.conv2d(xp.ascontiguousarray(x), w, xp.ascontiguousarray(b), stride, pad,
-                         Ho, Wo)
+                         Ho, Wo, groups)
     except MemoryError as exc:
         out_shape = (x.shape[0], w.shape[0], Ho, Wo)
         raise MemoryError(f"conv_forward_fast: no memory for an output of shape {out_shape} "

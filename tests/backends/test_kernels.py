@@ -53,6 +53,34 @@ def test_im2col_and_col2im(be, dtype, geometry, prepare, assert_agrees):
     assert_agrees(got[0], want[0], dtype, "col2im")
 
 
+# (H, W, k_h, k_w, pad, stride, channel multiplier): output sizes by the floor rule.
+DEPTHWISE_GEOMETRIES = [
+    (5, 5, 3, 3, 1, 1, 1),
+    (8, 8, 3, 3, 1, 2, 1),   # floor: 3.5 windows -> 4 (ResNet's downsampling)
+    (7, 6, 3, 1, 0, 2, 2),
+    (6, 9, 2, 4, 2, 3, 3),
+]
+
+
+@pytest.mark.parametrize("geometry", DEPTHWISE_GEOMETRIES, ids=str)
+def test_depthwise_convolution(be, dtype, geometry, prepare, assert_agrees):
+    H, W, kh, kw, pad, stride, m = geometry
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, H, W)).astype(dtype)
+    w = rng.standard_normal((3 * m, 1, kh, kw)).astype(dtype)
+    b = rng.standard_normal(3 * m).astype(dtype)
+    Ho, Wo = (H + 2 * pad - kh) // stride + 1, (W + 2 * pad - kw) // stride + 1
+    got, want = _both(be, "depthwise_forward", (x, w, b, stride, pad, Ho, Wo), prepare)
+    assert_agrees(got[0], want[0], dtype, "depthwise_forward")
+    dout = rng.standard_normal(want[0].shape).astype(dtype)
+    got, want = _both(be, "depthwise_backward", (dout, x, w, stride, pad), prepare)
+    assert_agrees(got[0], want[0], dtype, "depthwise_backward dx")
+    assert_agrees(got[1], want[1], dtype, "depthwise_backward dw")
+    dx, dw = be.depthwise_backward(*(be.asarray(a) for a in (dout, x, w)), stride, pad, False)
+    assert dx is None
+    assert_agrees(be.to_numpy(dw), want[1], dtype, "depthwise_backward dw without dx")
+
+
 @pytest.mark.parametrize("geometry", POOL_GEOMETRIES, ids=str)
 def test_max_pooling(be, dtype, geometry, prepare, assert_agrees):
     H, W, ph, pw, stride = geometry

@@ -20,6 +20,7 @@ from dualnet import backend
 
 CONV = {"stride": 1, "pad": 1}
 CONV_STRIDED = {"stride": 2, "pad": 1}
+CONV_FLOOR = {"stride": 2, "pad": 1, "rounding": "floor"}
 POOL = {"pool_height": 2, "pool_width": 2, "stride": 2}
 POOL_OVERLAP = {"pool_height": 3, "pool_width": 3, "stride": 1}
 
@@ -41,8 +42,8 @@ def _x(rng, dtype, *shape):
     return rng.standard_normal(shape).astype(dtype)
 
 
-def _conv_args(rng, dt, x_shape=(2, 3, 5, 5), filters=4, size=3):
-    return [_x(rng, dt, *x_shape), _x(rng, dt, filters, x_shape[1], size, size),
+def _conv_args(rng, dt, x_shape=(2, 3, 5, 5), filters=4, size=3, groups=1):
+    return [_x(rng, dt, *x_shape), _x(rng, dt, filters, x_shape[1] // groups, size, size),
             _x(rng, dt, filters)]
 
 
@@ -67,6 +68,16 @@ CASES = [
          lambda r, d: [*_conv_args(r, d), CONV]),
     Case("conv_fast_strided", L.conv_forward_fast, L.conv_backward_fast,
          lambda r, d: [*_conv_args(r, d, (2, 3, 7, 7)), CONV_STRIDED]),
+    Case("conv_fast_floor", L.conv_forward_fast, L.conv_backward_fast,
+         lambda r, d: [*_conv_args(r, d, (2, 3, 8, 8)), CONV_FLOOR]),
+    Case("conv_fast_grouped", L.conv_forward_fast, L.conv_backward_fast,
+         lambda r, d: [*_conv_args(r, d, (2, 4, 6, 6), filters=6, groups=2),
+                       {**CONV, "groups": 2}]),
+    Case("conv_fast_depthwise", L.conv_forward_fast, L.conv_backward_fast,
+         lambda r, d: [*_conv_args(r, d, (2, 4, 6, 6), filters=8, groups=4),
+                       {**CONV, "groups": 4}]),
+    Case("conv_fast_depthwise_floor", L.conv_forward_fast, L.conv_backward_fast,
+         lambda r, d: [*_conv_args(r, d, (2, 4, 8, 8), groups=4), {**CONV_FLOOR, "groups": 4}]),
     Case("dropout_train", L.dropout_forward, L.dropout_backward,
          lambda r, d: [_x(r, d, 4, 6), {"p": 0.7, "mode": "train", "seed": 3}], random=True),
     Case("dropout_test", L.dropout_forward, L.dropout_backward,

@@ -361,3 +361,79 @@ def test_fused_convolution_equals_the_naive_layer_on_every_kernel(kernel, dtype)
     np.testing.assert_allclose(y, ref, rtol=tol, atol=tol)
     np.testing.assert_allclose(dx, ref_dx, rtol=tol, atol=tol * 10)
     np.testing.assert_allclose(dw, ref_dw, rtol=tol, atol=tol * 10)
+
+
+# -- depthwise convolution ------------------------------------------------------------------
+@st.composite
+def depthwise_geometry(draw):
+    """(x shape, w shape, pad, stride), output sizes by the floor rule."""
+    C, m = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    HH, WW = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    pad, stride = draw(st.integers(0, 2)), draw(st.integers(1, 3))
+    H = draw(st.integers(max(1, HH - 2 * pad), 9))
+    W = draw(st.integers(max(1, WW - 2 * pad), 17))
+    return (draw(st.integers(1, 3)), C, H, W), (C * m, 1, HH, WW), pad, stride
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=40, deadline=None)
+@given(geom=depthwise_geometry(), seed=st.integers(0, 2**16), need_dx=st.booleans())
+def test_depthwise_equals_reference(dtype, geom, seed, need_dx):
+    x_shape, w_shape, pad, stride = geom
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    Ho = (x_shape[2] + 2 * pad - w_shape[2]) // stride + 1
+    Wo = (x_shape[3] + 2 * pad - w_shape[3]) // stride + 1
+    out = np.full((x_shape[0], w_shape[0], Ho, Wo), np.nan, dtype)
+    assert cy.depthwise_forward(x, w, b, pad, stride, out) is out
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    want = reference.depthwise_forward(np, x, w, b, stride, pad, Ho, Wo)
+    np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dx = np.full(x.shape, np.nan, dtype) if need_dx else None
+    dw = np.full(w.shape, np.nan, dtype)
+    got_dx, got_dw = cy.depthwise_backward(dout, x, w, pad, stride, dx, dw)
+    want_dx, want_dw = reference.depthwise_backward(np, dout, x, w, stride, pad, need_dx)
+    assert got_dx is dx and got_dw is dw
+    np.testing.assert_allclose(dw, want_dw, rtol=tol, atol=tol * 10)
+    if need_dx:
+        np.testing.assert_allclose(dx, want_dx, rtol=tol, atol=tol * 10)
+
+
+def test_depthwise_refuses_what_would_read_out_of_bounds():
+    x = np.zeros((2, 3, 6, 6), np.float32)
+    w = np.zeros((3, 1, 3, 3), np.float32)
+    b = np.zeros(3, np.float32)
+    with pytest.raises(ValueError, match=r"depthwise_forward: output \(2, 3, 7, 6\) does not fit"):
+        cy.depthwise_forward(x, w, b, 1, 1, np.zeros((2, 3, 7, 6), np.float32))
+    with pytest.raises(ValueError, match=r"depthwise_forward: w must have shape \(C\*m, 1"):
+        cy.depthwise_forward(x, np.zeros((4, 1, 3, 3), np.float32), np.zeros(4, np.float32), 1,
+                             1, np.zeros((2, 4, 6, 6), np.float32))
+    with pytest.raises(ValueError, match="arrays must share x's dtype float32"):
+        cy.depthwise_forward(x, w.astype(np.float64), b, 1, 1, np.zeros((2, 3, 6, 6), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        cy.depthwise_backward(np.zeros((2, 3, 6, 6), np.float32), x.transpose(0, 1, 3, 2), w, 1,
+                              1, None, np.zeros_like(w))
+    with pytest.raises(ValueError, match=r"depthwise_backward: dx must be \(2, 3, 6, 6\)"):
+        cy.depthwise_backward(np.zeros((2, 3, 6, 6), np.float32), x, w, 1, 1,
+                              np.zeros((2, 3, 6, 5), np.float32), np.zeros_like(w))
+
+
+@pytest.mark.parametrize("stride, pad", [(1, 1), (2, 1), (2, 0)])
+def test_depthwise_layer_on_both_numpy_kernel_sets(numpy_backend, stride, pad):
+    """The depthwise algorithm through the layers, with the Cython kernels and the fallback."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 8, 8))
+    w = rng.standard_normal((6, 1, 3, 3))
+    b = rng.standard_normal(6)
+    param = {"stride": stride, "pad": pad, "groups": 3, "rounding": "floor"}
+    out, cache = layers.conv_forward_fast(x, w, b, param)
+    assert cache.algorithm == "depthwise"
+    ref, ref_cache = layers.conv_forward_naive(x, w, b, param)
+    np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+    dout = rng.standard_normal(out.shape)
+    for got, want in zip(layers.conv_backward_fast(dout, cache),
+                         layers.conv_backward_naive(dout, ref_cache), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-11)

@@ -179,3 +179,139 @@ def test_an_output_too_large_for_memory_names_the_layer_and_its_parameters():
     with pytest.raises(MemoryError, match=r"conv_forward_fast: no memory for an output of "
                                           r"shape \(2, 4, 2000006, 2000006\)"):
         conv_forward_fast(x, w, np.zeros(4), {"stride": 1, "pad": 10**6})
+
+
+# -- groups and PyTorch's floor rule --------------------------------------------------------
+def grouped_einsum_conv(x, w, b, stride, pad, groups, floor=False):
+    """Independent reference for groups and the floor rule: each group's channels convolved
+    with its filters by `einsum_conv`, on the padded input cut to the rows and columns the
+    windows reach (so a floor convolution becomes an exact one without padding)."""
+    HH, WW = w.shape[2:]
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    Ho, Wo = ((size - k) // stride + 1 for size, k in zip(xp.shape[2:], (HH, WW), strict=True))
+    if not floor:
+        assert (xp.shape[2] - HH) % stride == 0 and (xp.shape[3] - WW) % stride == 0
+    xp = xp[:, :, :(Ho - 1) * stride + HH, :(Wo - 1) * stride + WW]
+    Cg, Fg = x.shape[1] // groups, w.shape[0] // groups
+    return np.concatenate([
+        einsum_conv(xp[:, g * Cg:(g + 1) * Cg], w[g * Fg:(g + 1) * Fg], b[g * Fg:(g + 1) * Fg],
+                    stride, 0) for g in range(groups)], axis=1)
+
+
+GROUPED = [  # (x shape, filters, groups, stride, pad, rounding)
+    ((2, 4, 6, 6), 4, 2, 1, 1, "exact"),
+    ((2, 4, 7, 7), 6, 2, 2, 1, "exact"),
+    ((2, 3, 5, 5), 3, 3, 1, 1, "exact"),     # depthwise
+    ((2, 3, 7, 7), 6, 3, 2, 1, "exact"),     # depthwise, channel multiplier 2
+    ((2, 4, 8, 8), 4, 4, 2, 1, "floor"),     # depthwise, ResNet's downsampling on an even size
+    ((2, 6, 8, 7), 4, 2, 2, 1, "floor"),
+    ((2, 2, 8, 8), 3, 1, 2, 1, "floor"),     # one group, floor
+]
+
+
+@pytest.mark.parametrize("forward", [conv_forward_naive, conv_forward_fast])
+@pytest.mark.parametrize("x_shape, F, groups, stride, pad, rounding", GROUPED)
+def test_groups_and_floor_match_the_grouped_einsum(forward, x_shape, F, groups, stride, pad,
+                                                   rounding):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape)
+    w = rng.standard_normal((F, x_shape[1] // groups, 3, 3))
+    b = rng.standard_normal(F)
+    param = {"stride": stride, "pad": pad, "groups": groups, "rounding": rounding}
+    out, _ = forward(x, w, b, param)
+    want = grouped_einsum_conv(x, w, b, stride, pad, groups, floor=rounding == "floor")
+    assert out.shape == want.shape
+    np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("forward, backward", [(conv_forward_naive, conv_backward_naive),
+                                               (conv_forward_fast, conv_backward_fast)])
+@pytest.mark.parametrize("groups, stride, rounding", [(1, 2, "floor"), (2, 1, "exact"),
+                                                      (2, 2, "floor"), (4, 1, "exact"),
+                                                      (4, 2, "floor")])
+def test_grouped_numeric_gradients(forward, backward, groups, stride, rounding):
+    rng = np.random.RandomState(17)
+    x, w, b = rng.randn(2, 4, 6, 6), rng.randn(4, 4 // groups, 3, 3), rng.randn(4)
+    param = {"stride": stride, "pad": 1, "groups": groups, "rounding": rounding}
+    out, cache = forward(x, w, b, param)
+    dout = rng.randn(*out.shape)
+    dx, dw, db = backward(dout, cache)
+    assert rel_error(dx, eval_numerical_gradient_array(lambda v: forward(v, w, b, param)[0], x, dout)) < 5e-8
+    assert rel_error(dw, eval_numerical_gradient_array(lambda v: forward(x, v, b, param)[0], w, dout)) < 5e-8
+    assert rel_error(db, eval_numerical_gradient_array(lambda v: forward(x, w, v, param)[0], b, dout)) < 5e-8
+
+
+@st.composite
+def grouped_geometry(draw):
+    groups = draw(st.sampled_from([1, 2, 3]))
+    C = groups * draw(st.integers(1, 2))
+    depthwise = draw(st.booleans())
+    if depthwise:
+        groups = C
+    F = groups * draw(st.integers(1, 2))
+    HH, WW = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride, pad = draw(st.integers(1, 3)), draw(st.integers(0, 2))
+    H, W = draw(st.integers(max(1, HH - 2 * pad), 9)), draw(st.integers(max(1, WW - 2 * pad), 9))
+    return (draw(st.integers(1, 3)), C, H, W), (F, C // groups, HH, WW), stride, pad, groups
+
+
+@settings(max_examples=60, deadline=None)
+@given(geometry=grouped_geometry(), dtype=st.sampled_from([np.float64, np.float32]),
+       seed=st.integers(0, 2**31 - 1))
+def test_grouped_fast_equals_naive_with_the_floor_rule(geometry, dtype, seed):
+    x_shape, w_shape, stride, pad, groups = geometry
+    rng = np.random.RandomState(seed)
+    x, w = rng.randn(*x_shape).astype(dtype), rng.randn(*w_shape).astype(dtype)
+    b = rng.randn(w_shape[0]).astype(dtype)
+    param = {"stride": stride, "pad": pad, "groups": groups, "rounding": "floor"}
+    out_naive, cache_naive = conv_forward_naive(x, w, b, param)
+    out_fast, cache_fast = conv_forward_fast(x, w, b, param)
+    tol = 1e-9 if dtype == np.float64 else 1e-5
+    assert out_fast.dtype == dtype
+    np.testing.assert_allclose(out_fast, out_naive, rtol=tol, atol=tol)
+    dout = rng.randn(*out_naive.shape).astype(dtype)
+    for g_fast, g_naive in zip(conv_backward_fast(dout, cache_fast),
+                               conv_backward_naive(dout, cache_naive), strict=True):
+        assert g_fast.dtype == dtype
+        np.testing.assert_allclose(g_fast, g_naive, rtol=tol, atol=tol * 10)
+    dx, dw, _ = conv_backward_fast(dout, cache_fast, need_dx=False)
+    assert dx is None
+    np.testing.assert_allclose(dw, conv_backward_fast(dout, cache_fast)[1], rtol=0, atol=0)
+
+
+def test_groups_pick_the_depthwise_or_the_grouped_algorithm():
+    x = np.zeros((2, 4, 6, 6))
+    b = np.zeros(4)
+    param = {"stride": 1, "pad": 1}
+    assert conv_forward_fast(x, np.zeros((4, 1, 3, 3)), b, {**param, "groups": 4})[1].algorithm \
+        == "depthwise"
+    assert conv_forward_fast(x, np.zeros((4, 2, 3, 3)), b, {**param, "groups": 2})[1].algorithm \
+        == "grouped"
+
+
+@pytest.mark.parametrize("forward", [conv_forward_naive, conv_forward_fast])
+class TestBadGroups:
+    def test_groups_must_divide_channels_and_filters(self, forward):
+        with pytest.raises(ValueError, match=rf"{forward.__name__}: conv_param\['groups'\] = 2 "
+                                             r"must divide both the input channels of x "
+                                             r"\(1, 3, 4, 4\) and the filters of w"):
+            forward(np.zeros((1, 3, 4, 4)), np.zeros((4, 1, 3, 3)), np.zeros(4),
+                    {"stride": 1, "pad": 1, "groups": 2})
+
+    def test_weights_must_have_the_group_width(self, forward):
+        with pytest.raises(ValueError, match=rf"{forward.__name__}: channel mismatch: x "
+                                             r"\(1, 4, 4, 4\) has C=4 but w \(4, 1, 3, 3\) with "
+                                             r"groups=2 expects C=2"):
+            forward(np.zeros((1, 4, 4, 4)), np.zeros((4, 1, 3, 3)), np.zeros(4),
+                    {"stride": 1, "pad": 1, "groups": 2})
+
+    def test_rounding_must_be_known(self, forward):
+        with pytest.raises(ValueError, match=rf"{forward.__name__}: conv_param\['rounding'\] "
+                                             r"must be 'exact' or 'floor', got 'ceil'"):
+            forward(np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3)), np.zeros(1),
+                    {"stride": 1, "pad": 1, "rounding": "ceil"})
+
+    def test_exact_rounding_stays_the_default(self, forward):
+        with pytest.raises(ValueError, match="output height is not integral"):
+            forward(np.zeros((1, 1, 8, 8)), np.zeros((1, 1, 3, 3)), np.zeros(1),
+                    {"stride": 2, "pad": 1})
