@@ -15,7 +15,7 @@ from collections.abc import Iterator, MutableMapping
 
 import numpy as np
 
-from .. import backend
+from .. import backend, numerics
 
 
 class Module:
@@ -238,13 +238,20 @@ class Sequential(Module):
         return len(self._children)
 
     def forward(self, x):
-        for _, module in self._children:
-            x = module.forward(x)
+        debug = numerics.enabled()  # debug mode: each child's output is checked
+        if debug:
+            numerics.enter(type(self).__name__, x, "input x")
+        for name, module in self._children:
+            x = numerics.watched(name, module, "forward", x) if debug else module.forward(x)
         return x
 
     def backward(self, dout):
-        for _, module in reversed(self._children):
-            dout = module.backward(dout)
+        debug = numerics.enabled()
+        if debug:
+            numerics.enter(type(self).__name__, dout, "upstream gradient dout")
+        for name, module in reversed(self._children):
+            dout = (numerics.watched(name, module, "backward", dout) if debug
+                    else module.backward(dout))
         return dout
 
     def loss(self, X, y=None):
@@ -287,11 +294,18 @@ class Residual(Module):
         return [("body", self.body)]
 
     def forward(self, x):
-        out = self.body.forward(x)
+        if numerics.enabled():
+            numerics.enter(type(self).__name__, x, "input x")
+            out = numerics.watched("body", self.body, "forward", x)
+        else:
+            out = self.body.forward(x)
         if out.shape != x.shape:
             raise ValueError(f"Residual: body maps {tuple(x.shape)} to {tuple(out.shape)}; "
                              "a residual block must keep the shape")
         return x + out
 
     def backward(self, dout):
+        if numerics.enabled():
+            numerics.enter(type(self).__name__, dout, "upstream gradient dout")
+            return dout + numerics.watched("body", self.body, "backward", dout)
         return dout + self.body.backward(dout)
