@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -252,11 +253,7 @@ def _train(args) -> int:
     for key, value in DATASET_DEFAULTS[family].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.resume is not None and not Path(args.resume).is_file():
-        raise UsageError(f"checkpoint {args.resume} does not exist")
-    model_slug = args.model if args.model in MODELS else "{0}-{2}".format(
-        Path(args.model.rpartition(":")[0]).stem, *args.model.rpartition(":")[1:])
-    out = _prepare_out_dir(Path(args.out or f"runs/{model_slug}-{_slug(args.dataset)}"))
+    out = _prepare_out_dir(Path(args.out or _default_out(args)))
     be = _choose_backend(args.backend)
     backend.seed(args.seed)
 
@@ -269,6 +266,7 @@ def _train(args) -> int:
                     update_rule=args.optimizer, optim_config={"learning_rate": args.lr},
                     lr_decay=args.lr_decay, batch_size=args.batch_size,
                     num_epochs=args.epochs, checkpoint_name=str(out / "checkpoint"),
+                    keep_checkpoints=args.keep_checkpoints,
                     print_every=sys.maxsize, verbose=True,
                     # a bar redrawn with \r is for terminals; in a log, epoch lines suffice
                     progress=sys.stderr.isatty())
@@ -296,6 +294,50 @@ def _train(args) -> int:
     for path, what in written:
         print(f"  {path.name:<26} {what}")
     return 0
+
+
+def _train_in_run_folder(args) -> int:
+    """`dualnet train`: `_train` in a run folder that no other run uses (`dualnet.rundir`).
+
+    The folder is `--out`; without it, the folder of the `--resume` checkpoint (continuing
+    that run), else a fresh `runs/MODEL-DATASET[-N]`. An `--out` already holding a run is
+    refused unless `--resume` continues a checkpoint in it or `--overwrite` clears it. The
+    folder is locked for the whole run. A diverging run ends in one line with a hint.
+    """
+    from . import rundir
+    from .solver import DivergenceError
+
+    if args.resume is not None and not Path(args.resume).is_file():
+        raise UsageError(f"checkpoint {args.resume} does not exist")
+    if args.out is None and args.resume is None:
+        out = rundir.fresh(_default_out(args))
+    else:
+        out = _prepare_out_dir(Path(args.out or Path(args.resume).parent))
+    with rundir.RunLock(out):
+        continuing = args.resume is not None and Path(args.resume).resolve().parent == out.resolve()
+        found = rundir.run_files(out)
+        if found and not continuing:
+            if not args.overwrite:
+                latest = rundir.latest_checkpoint(out)
+                resume = f"continue it with --resume {latest}, " if latest else ""
+                raise UsageError(f"output folder {out} already holds a run ({', '.join(found[:3])}"
+                                 f"{', ...' if len(found) > 3 else ''}); choose another --out, "
+                                 f"{resume}or pass --overwrite to replace it")
+            rundir.clear(out)
+        args.out = str(out)
+        try:
+            return _train(args)
+        except DivergenceError as exc:
+            saved = f"; the state before it is in {exc.checkpoint}" if exc.checkpoint else ""
+            raise UsageError(f"training diverged: {exc.reason}; lower the learning rate "
+                             f"(--lr {args.lr:g} now){saved}") from None
+
+
+def _default_out(args) -> Path:
+    """runs/MODEL-DATASET: the model's name (FILE-FUNCTION for a user model) and dataset's."""
+    model_slug = args.model if args.model in MODELS else "{0}-{2}".format(
+        Path(args.model.rpartition(":")[0]).stem, *args.model.rpartition(":")[1:])
+    return Path(f"runs/{model_slug}-{_slug(args.dataset)}")
 
 
 def _slug(spec: str) -> str:
@@ -371,6 +413,39 @@ def _bench(args) -> int:
 
 
 # -- entry point ------------------------------------------------------------------------------
+def _count(text: str) -> int:
+    """An integer >= 1 (epochs, batch size, ...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _number(text: str, minimum: float, strict: bool) -> float:
+    """A finite number > minimum (strict) or >= minimum."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    """A finite number > 0 (learning rate, its decay)."""
+    return _number(text, 0, strict=True)
+
+
+def _non_negative(text: str) -> float:
+    """A finite number >= 0 (regularization strength)."""
+    return _number(text, 0, strict=False)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dualnet", description="CS231n-style deep learning on NumPy+Cython "
                      "or CuPy+CUDA.")
@@ -387,28 +462,36 @@ def _parser() -> argparse.ArgumentParser:
                        help="digits | cifar10 | cifar100 | cifar100-coarse | folder:PATH")
     train.add_argument("--backend", choices=BACKENDS, default="auto",
                        help="auto: cupy when a GPU works, else numpy")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
+    train.add_argument("--epochs", type=_count)
+    train.add_argument("--batch-size", type=_count)
     train.add_argument("--optimizer", choices=OPTIMIZERS)
-    train.add_argument("--lr", type=float, help="learning rate")
-    train.add_argument("--lr-decay", type=float, help="learning-rate factor per epoch")
-    train.add_argument("--reg", type=float, help="L2 regularization strength")
+    train.add_argument("--lr", type=_positive, help="learning rate")
+    train.add_argument("--lr-decay", type=_positive, help="learning-rate factor per epoch")
+    train.add_argument("--reg", type=_non_negative, help="L2 regularization strength")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", help="output folder (default runs/MODEL-DATASET)")
+    train.add_argument("--out", help="output folder (default runs/MODEL-DATASET, or "
+                       "runs/MODEL-DATASET-2, -3, ... when that exists); one that holds a run "
+                       "is refused unless --resume continues it or --overwrite is given")
+    train.add_argument("--overwrite", action="store_true",
+                       help="replace the run in --out (its outputs and checkpoints)")
     train.add_argument("--resume", metavar="CHECKPOINT",
-                       help="continue from a checkpoint_epoch_K.npz of the same settings")
+                       help="continue from a checkpoint_epoch_K.npz of the same settings "
+                       "(in its own folder unless --out is given)")
+    train.add_argument("--keep-checkpoints", type=_count, default=1, metavar="N",
+                       help="keep the N most recent epoch checkpoints and the best one "
+                       "(default 1)")
     train.add_argument("--data-dir", help="folder holding (or receiving) the CIFAR files; "
                        "default $DUALNET_DATA or ~/.cache/dualnet")
     train.add_argument("--no-download", action="store_true",
                        help="fail instead of downloading CIFAR when it is missing")
-    train.add_argument("--num-train", type=int, metavar="N",
+    train.add_argument("--num-train", type=_count, metavar="N",
                        help="train on the first N training images only (quick runs)")
     train.add_argument("--image-size", type=_image_size, metavar="HxW",
                        help="folder datasets: resize every image")
     train.add_argument("--grayscale", action="store_true", help="folder datasets: 1 channel")
     train.add_argument("--labels", metavar="FILE",
                        help="folder datasets: a labels file instead of class sub-folders")
-    train.set_defaults(func=_train)
+    train.set_defaults(func=_train_in_run_folder)
 
     commands.add_parser("doctor", help="report versions, backends and why any is missing"
                         ).set_defaults(func=_doctor)

@@ -24,10 +24,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from . import backend
 
+#: Names of the update rules, for `Solver(update_rule=name)`.
+UPDATE_RULES = ("sgd", "sgd_momentum", "nesterov", "rmsprop", "adam", "adagrad", "adamw")
+
 __all__ = [
-    "sgd", "sgd_momentum", "nesterov", "rmsprop", "adam", "adagrad", "adamw",
+    *UPDATE_RULES, "UPDATE_RULES", "config_keys",
     "step_decay", "cosine", "warmup", "get_schedule", "describe_schedule",
 ]
 
@@ -148,6 +153,17 @@ def adagrad(w, dw, config=None):
     cache = _state(xp, config, "cache", w) + dw * dw
     config["cache"] = cache
     return w - config["learning_rate"] * dw / (xp.sqrt(cache) + config["epsilon"]), config
+
+
+def config_keys(rule) -> frozenset[str]:
+    """Every config key that update rule `rule` (one of UPDATE_RULES) reads or keeps:
+    its hyperparameters and its state (velocity, moments, step count).
+
+    Found by one step on a one-element host array: each rule fills in its defaults and
+    returns its state in config, so the answer cannot drift from the rule's code.
+    """
+    w = np.zeros(1)
+    return frozenset(rule(w, w, {})[1])
 
 
 # -- learning-rate schedules ----------------------------------------------------------------

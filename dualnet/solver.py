@@ -37,15 +37,33 @@ Beyond the course (keyword-only arguments):
 - `progress`: a tqdm bar with loss, accuracy, images/s and ETA (default: when `verbose`).
 - `seed`: `dualnet.seed(seed)` before anything else, for exactly reproducible CPU runs.
 
+Every argument is checked at construction (`ValueError`/`TypeError` starting "Solver: "):
+positive batch size, epochs and sample counts, a learning rate >= 0, lr_decay > 0, X and y
+of equal lengths, an update rule that exists, optim_config keys that the chosen rule of
+`dualnet.optim` uses (its hyperparameters and its own state keys), and an existing,
+writable folder for `checkpoint_name`.
+
 Reliability:
 
-- A non-finite loss stops training with `NonFiniteLossError`, which names the first layer
-  whose output went non-finite (models built on `dualnet.models.Model` can say) and the
-  non-finite parameters. That step's update is not applied; `best_params` stays usable,
-  and the state before the step is saved to `{checkpoint_name}_diverged.npz` (or
-  `solver_diverged.npz`) so the run can resume, e.g. with a lower learning rate.
+- A diverging run stops with `DivergenceError` (a FloatingPointError) before the step's
+  update is applied, when either
+  - the loss is NaN or inf (`NonFiniteLossError`, a DivergenceError): the message names the
+    first layer whose output went non-finite (models built on `dualnet.models.Model` can
+    say) and the non-finite parameters; or
+  - the mean loss of the last `iterations` iterations is above `factor` times the first
+    iteration's loss, with `divergence=(factor, iterations)`, default (10, 10): the loss
+    has grown far beyond its start and stayed there (a mean, rather than every one of the
+    losses, so that a loss jumping between 0 and 1e7 counts too; one loss alone does it
+    only when above factor * iterations times the start, 100x by default).
+    `divergence=None` turns this rule off (a loss whose first value is <= 0 is never
+    judged by it).
+  `best_params` stays usable, and the state after the last good iteration is saved to
+  `{checkpoint_name}_diverged.npz` (or `solver_diverged.npz`); the exception's message and
+  its `checkpoint` attribute give the path, `reason` says what happened in a few words.
 - Checkpoints (`checkpoint_name`) are written at every accuracy check to
-  `{checkpoint_name}_epoch_{epoch}.npz` (host `.npz`, see `dualnet.checkpoint`). They hold
+  `{checkpoint_name}_epoch_{epoch}.npz` (host `.npz`, see `dualnet.checkpoint`);
+  `keep_checkpoints=N` deletes all but the N most recent of them and the one of the best
+  validation accuracy (default None: keep every one, as the course does). They hold
   parameters, running statistics, update-rule state, the schedule, NumPy's RNG state,
   epoch/iteration, histories and the best parameters, so `solver.resume(path)` followed by
   `train()` continues exactly: on the CPU an interrupted-then-resumed run produces the same
@@ -64,21 +82,47 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import sys
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import backend, checkpoint, optim
+from . import _validate, backend, checkpoint, numerics, optim
 from .checkpoint import CheckpointError
 
-__all__ = ["Solver", "NonFiniteLossError", "CheckpointError"]
+__all__ = ["Solver", "DivergenceError", "NonFiniteLossError", "CheckpointError"]
 
 _RUNNING = ("running_mean", "running_var")
 
 
-class NonFiniteLossError(FloatingPointError):
+class DivergenceError(FloatingPointError):
+    """Training diverged and was stopped (see the module docs for the rule).
+
+    Attributes:
+        reason: what happened, in a few words ("the loss is nan", ...).
+        checkpoint: path of the saved state before the failing step (set by `train`).
+        saved_iteration: the iteration that saved state ends with.
+    """
+
+    def __init__(self, message, reason):
+        super().__init__(message)
+        self.reason = reason
+        self.checkpoint = None
+        self.saved_iteration = None
+
+    def __str__(self):
+        text = super().__str__()
+        if self.checkpoint is not None:
+            text += (f" The state after iteration {self.saved_iteration} is saved in "
+                     f"{self.checkpoint}; Solver.resume('{self.checkpoint}') continues from "
+                     f"there.")
+        return text
+
+
+class NonFiniteLossError(DivergenceError):
     """The training loss became NaN or infinite; the message says where it started."""
 
 
@@ -92,7 +136,8 @@ class Solver:
     def __init__(self, model, data, update_rule="sgd", optim_config=None, lr_decay=1.0,
                  batch_size=100, num_epochs=10, num_train_samples=1000, num_val_samples=None,
                  checkpoint_name=None, print_every=10, verbose=True, *, lr_schedule=None,
-                 patience=None, restore_best=True, progress=None, seed=None):
+                 patience=None, restore_best=True, progress=None, seed=None,
+                 divergence=(10.0, 10), keep_checkpoints=None):
         if seed is not None:
             backend.seed(seed)
         self.model = model
@@ -108,30 +153,29 @@ class Solver:
                              "(a sized iterable of (X_batch, y_batch) per epoch)")
         if self.loader is not None and not hasattr(self.loader, "__len__"):
             raise TypeError("Solver: the 'train' loader must define len() (batches per epoch)")
+        if self.loader is None:
+            _validate.same_length("Solver", ("data['X_train']", "data['y_train']"),
+                                  self.X_train, self.y_train)
+        _validate.same_length("Solver", ("data['X_val']", "data['y_val']"), self.X_val, self.y_val)
 
-        if isinstance(update_rule, str):
-            if update_rule.startswith("_") or not callable(getattr(optim, update_rule, None)):
-                raise ValueError(f'Invalid update_rule "{update_rule}"')
-            self.update_rule_name = update_rule
-            update_rule = getattr(optim, update_rule)
-        else:
-            self.update_rule_name = getattr(update_rule, "__qualname__", repr(update_rule))
-        self.update_rule = update_rule
-        self.optim_config = dict(optim_config or {})
-        self.lr_decay = lr_decay
-        self.batch_size = batch_size
-        self.num_epochs = num_epochs
-        self.num_train_samples = num_train_samples
-        self.num_val_samples = num_val_samples
-        self.checkpoint_name = checkpoint_name
-        self.print_every = print_every
+        self.update_rule_name, self.update_rule = _update_rule(update_rule)
+        self.optim_config = _optim_config(update_rule, self.update_rule, optim_config)
+        self.lr_decay = _validate.number("Solver", "lr_decay", lr_decay, above=0)
+        self.batch_size = _validate.integer("Solver", "batch_size", batch_size)
+        self.num_epochs = _validate.integer("Solver", "num_epochs", num_epochs)
+        self.num_train_samples = _optional_count("num_train_samples", num_train_samples)
+        self.num_val_samples = _optional_count("num_val_samples", num_val_samples)
+        self.checkpoint_name = _checkpoint_name(checkpoint_name)
+        self.print_every = _validate.integer("Solver", "print_every", print_every)
         self.verbose = verbose
 
         self.lr_schedule = optim.get_schedule(lr_schedule)
         if self.lr_schedule is not None and "learning_rate" not in self.optim_config:
             raise ValueError("Solver: lr_schedule scales optim_config['learning_rate']; "
                              "please set it")
-        self.patience = patience
+        self.patience = _optional_count("patience", patience)
+        self.divergence = _divergence(divergence)
+        self.keep_checkpoints = _optional_count("keep_checkpoints", keep_checkpoints)
         self.restore_best = restore_best
         self.progress = verbose if progress is None else progress
         self._reset()
@@ -142,6 +186,7 @@ class Solver:
         self.iteration = 0  # iterations finished
         self.best_val_acc = 0
         self.best_params = {}
+        self._best_epoch = None  # epoch of the check that found best_params (its checkpoint)
         self.loss_history = []
         self.train_acc_history = []
         self.val_acc_history = []
@@ -201,10 +246,14 @@ class Solver:
     def _step(self, X_batch, y_batch):
         """Loss, gradients and one update of every parameter, as the course's `_step`."""
         X, y = self._to_model(X_batch, y_batch)
-        loss, grads = self.model.loss(X, y)
+        try:
+            loss, grads = self.model.loss(X, y)
+        except numerics.NonFiniteValueError as exc:  # dualnet.debug() found it first
+            raise NonFiniteLossError(f"{self._where()}: {exc}", exc.reason) from exc
         loss = float(loss)
         if not math.isfinite(loss):
-            raise NonFiniteLossError(self._nonfinite_message(loss, X, y))
+            raise NonFiniteLossError(self._nonfinite_message(loss, X, y), f"the loss is {loss}")
+        self._check_growth(loss)
         self.loss_history.append(loss)
         lr = self._learning_rate()
         for p, w in self.model.params.items():
@@ -223,10 +272,35 @@ class Solver:
         while sum(len(y) for _, y in self._recent) - len(self._recent[0][1]) >= limit:
             self._recent.popleft()
 
+    def _where(self):
+        return f"Solver: iteration {self.iteration + 1} (epoch {self.epoch})"
+
+    def _check_growth(self, loss):
+        """Raise DivergenceError when the mean of this loss and the `iterations` - 1 before
+        it is above `factor` times the first loss (`divergence=(factor, iterations)`).
+
+        Computed from loss_history alone, so a resumed run judges exactly as an
+        uninterrupted one.
+        """
+        if self.divergence is None or not self.loss_history or self.loss_history[0] <= 0:
+            return
+        factor, iterations = self.divergence
+        first = self.loss_history[0]
+        window = [*self.loss_history[len(self.loss_history) - iterations + 1:], loss]
+        mean = sum(window) / len(window)
+        if len(window) < iterations or mean <= factor * first:
+            return
+        reason = (f"the mean loss of the last {iterations} iterations ({mean:.4g}) is above "
+                  f"{factor:g} x the first loss ({first:.4g})")
+        raise DivergenceError(
+            f"{self._where()}: training diverged: {reason}. Training stopped before this "
+            f"step's update (solver.best_params holds the best parameters so far); lower the "
+            f"learning rate, or tune this check with Solver(divergence=(factor, iterations)) "
+            f"or turn it off with divergence=None.", reason)
+
     def _nonfinite_message(self, loss, X, y):
         xp = backend.of(X).xp
-        where = (f"the loss is {loss} at iteration {self.iteration + 1} "
-                 f"(epoch {self.epoch})")
+        where = f"{self._where()}: the loss is {loss}"
         if not bool(xp.isfinite(X).all()):
             return f"{where}: the input batch itself contains NaN or inf"
         bad = [p for p, w in self.model.params.items()
@@ -288,6 +362,7 @@ class Solver:
         if val_acc > self.best_val_acc:
             self.best_val_acc = val_acc
             self.best_params = {k: v.copy() for k, v in self.model.params.items()}
+            self._best_epoch = self.epoch
             self._checks_since_best = 0
         else:
             self._checks_since_best += 1
@@ -321,6 +396,7 @@ class Solver:
                 last_good = self._state()
                 if check:
                     self._save(last_good, f"{self.checkpoint_name}_epoch_{self.epoch}.npz")
+                    self._prune_checkpoints()
                 bar.update(self.batch_size)
                 bar.set_postfix(self._postfix(), refresh=False)
                 if stop:
@@ -328,14 +404,17 @@ class Solver:
                     self._say(f"Early stop: no better validation accuracy in {self.patience} "
                               f"checks; best {self.best_val_acc:f}")
                     break
-        except (KeyboardInterrupt, NonFiniteLossError) as exc:
+        except (KeyboardInterrupt, DivergenceError) as exc:
             # Nothing is lost: the state before the interrupted or diverging step is saved.
             what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "diverged"
             name = self.checkpoint_name or "solver"
             path = self._save(last_good, f"{name}_{what}.npz", always=True)
-            print(f"\n{what.capitalize()}: state after iteration {last_good['iteration']} "
-                  f"saved to {path}; Solver.resume('{path}') continues from there.",
-                  file=sys.stderr)
+            if isinstance(exc, DivergenceError):  # its message says where the state went
+                exc.checkpoint, exc.saved_iteration = path, last_good["iteration"]
+            else:
+                print(f"\nInterrupted: state after iteration {last_good['iteration']} "
+                      f"saved to {path}; Solver.resume('{path}') continues from there.",
+                      file=sys.stderr)
             raise
         finally:
             bar.close()
@@ -368,6 +447,7 @@ class Solver:
             "histories": (len(self.loss_history), len(self.train_acc_history)),
             "best_val_acc": self.best_val_acc,
             "best_params": self.best_params,
+            "best_epoch": self._best_epoch,
             "checks_since_best": self._checks_since_best,
             "rng": np.random.get_state(legacy=True),
         }
@@ -398,6 +478,7 @@ class Solver:
             "optim": {p: host_tree(c) for p, c in state["optim"].items()},
             "best_val_acc": state["best_val_acc"],
             "best_params": host_tree(state["best_params"]),
+            "best_epoch": state["best_epoch"],
             "checks_since_best": state["checks_since_best"],
             "loss_history": np.asarray(self.loss_history[:n_loss], dtype=np.float64),
             "train_acc_history": np.asarray(self.train_acc_history[:n_acc], dtype=np.float64),
@@ -405,6 +486,24 @@ class Solver:
             "rng": {"name": rng_name, "keys": keys, "pos": pos, "has_gauss": has_gauss,
                     "gauss": gauss},
         })
+
+    def _prune_checkpoints(self):
+        """Delete epoch checkpoints beyond the `keep_checkpoints` most recent, sparing the one
+        of the best validation accuracy. Files of later epochs than the current one (left by
+        the run this one resumed) are not touched: training rewrites them as it gets there.
+        """
+        if self.keep_checkpoints is None or self.checkpoint_name is None:
+            return
+        folder, prefix = os.path.split(self.checkpoint_name)
+        prefix += "_epoch_"
+        epochs = sorted(int(name[len(prefix):-4]) for name in os.listdir(folder or ".")
+                        if name.startswith(prefix) and name.endswith(".npz")
+                        and name[len(prefix):-4].isdigit())
+        done = [e for e in epochs if e <= self.epoch]
+        keep = {*done[-self.keep_checkpoints:], self._best_epoch}
+        for epoch in done:
+            if epoch not in keep:
+                Path(folder or ".", f"{prefix}{epoch}.npz").unlink(missing_ok=True)
 
     def resume(self, path):
         """Restore the state saved in checkpoint `path`; `train()` then continues from it.
@@ -427,6 +526,7 @@ class Solver:
         self.optim_configs = {p: device_tree(c) for p, c in state["optim"].items()}
         self.best_params = device_tree(state["best_params"])
         self.best_val_acc = state["best_val_acc"]
+        self._best_epoch = state.get("best_epoch")  # absent from older checkpoints
         self._checks_since_best = state["checks_since_best"]
         self.iteration = state["iteration"]
         self.epoch = state["epoch"]
@@ -466,3 +566,74 @@ class Solver:
         if problems:
             raise CheckpointError(f"checkpoint {path} does not fit this solver and model: "
                                   + "; ".join(problems))
+
+
+# -- constructor checks -------------------------------------------------------------------------
+def _update_rule(rule):
+    """(name recorded in checkpoints, callable) for Solver's update_rule argument."""
+    if isinstance(rule, str):
+        if rule not in optim.UPDATE_RULES:
+            raise ValueError(f'Solver: Invalid update_rule "{rule}"; choose one of '
+                             f'{", ".join(optim.UPDATE_RULES)} or pass a callable')
+        return rule, getattr(optim, rule)
+    if not callable(rule):
+        raise TypeError(f"Solver: update_rule must be the name of a rule in dualnet.optim "
+                        f"({', '.join(optim.UPDATE_RULES)}) or a callable (w, dw, config) -> "
+                        f"(next_w, config), got {rule!r}")
+    return getattr(rule, "__qualname__", repr(rule)), rule
+
+
+def _optim_config(rule_arg, rule, config) -> dict:
+    """A copy of optim_config, checked: a dict, learning_rate >= 0 and, for the rules of
+    dualnet.optim, only keys the rule uses (hyperparameters and its own state, so a config
+    taken from a checkpoint is accepted). A custom rule's keys are its own business."""
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise TypeError(f"Solver: optim_config must be a dict, got {type(config).__name__}")
+    config = dict(config)
+    if "learning_rate" in config:  # 0 is allowed: it freezes the parameters (tests do that)
+        _validate.number("Solver", "optim_config['learning_rate']", config["learning_rate"],
+                         at_least=0)
+    name = rule_arg if isinstance(rule_arg, str) else getattr(rule, "__name__", None)
+    if name in optim.UPDATE_RULES and getattr(optim, name) is rule:
+        known = optim.config_keys(rule)
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"Solver: optim_config key(s) {', '.join(map(repr, unknown))} "
+                             f"are not used by update rule {name!r}, which knows "
+                             f"{', '.join(sorted(known))}")
+    return config
+
+
+def _optional_count(name, value):
+    return None if value is None else _validate.integer("Solver", name, value)
+
+
+def _checkpoint_name(name):
+    """checkpoint_name as a str; its folder must exist and be writable right now, not only
+    when the first checkpoint is written after an epoch of training."""
+    if name is None:
+        return None
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"Solver: checkpoint_name must be a path prefix (str), got "
+                        f"{type(name).__name__}")
+    folder = Path(name).parent
+    if not folder.is_dir():
+        raise ValueError(f"Solver: checkpoint_name {str(name)!r} puts checkpoints in {folder}, "
+                         f"which does not exist; create the folder first")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"Solver: checkpoint_name {str(name)!r} puts checkpoints in {folder}, "
+                         f"which is not writable")
+    return str(name)
+
+
+def _divergence(value):
+    """divergence: None, or (factor > 1, iterations >= 1)."""
+    if value is None:
+        return None
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"Solver: divergence must be (factor, iterations) or None, got "
+                        f"{value!r}")
+    factor = _validate.number("Solver", "divergence factor", value[0], above=1)
+    return factor, _validate.integer("Solver", "divergence iterations", value[1])

@@ -50,4 +50,6 @@ def test_report_names_each_backends_convolution_algorithms_and_the_settings():
     assert "winograd-fused" in numpy_algorithms and "im2col-portable" not in numpy_algorithms
     assert f"convolution algorithms: {numpy_algorithms}" in report
     if backend.why_unavailable("cuda-emu") is None:
-        assert "convolution algorithms: im2col-portable" in report
+        emu_algorithms = ", ".join(backend.get("cuda-emu").conv_algorithms())
+        assert "im2col-portable" in emu_algorithms and "winograd" not in emu_algorithms
+        assert f"convolution algorithms: {emu_algorithms}" in report

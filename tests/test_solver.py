@@ -11,7 +11,7 @@ from dualnet import backend, optim
 from dualnet.checkpoint import CheckpointError
 from dualnet.layers import affine_backward, affine_forward, softmax_loss
 from dualnet.models import ConvNet, FullyConnectedNet
-from dualnet.solver import NonFiniteLossError, Solver
+from dualnet.solver import DivergenceError, NonFiniteLossError, Solver
 
 
 def _blobs(n, seed=0, classes=4, dim=6):
@@ -83,8 +83,9 @@ def test_best_params_are_swapped_in_at_the_end():
     for restore_best in (True, False):
         np.random.seed(11)
         model = FullyConnectedNet([10], input_dim=6, num_classes=4, dtype=np.float64)
+        # a random walk's loss grows without bound: it is not judged as divergence here
         solver = _solver(model, data, update_rule=random_walk, batch_size=10, num_epochs=6,
-                         restore_best=restore_best)
+                         restore_best=restore_best, divergence=None)
         solver.train()
         assert solver.best_val_acc == max(solver.val_acc_history)
         assert solver.val_acc_history[-1] < solver.best_val_acc  # the case worth testing
@@ -225,11 +226,11 @@ def test_diverging_training_stops_with_finite_history_and_a_resumable_checkpoint
     model = FullyConnectedNet([20], input_dim=6, num_classes=4)
     solver = _solver(model, optim_config={"learning_rate": 1e30}, batch_size=10,
                      checkpoint_name=str(tmp_path / "run"))
-    with pytest.raises(NonFiniteLossError, match="first layer with a non-finite output"):
+    with pytest.raises(NonFiniteLossError, match="first layer with a non-finite output") as info:
         solver.train()
     assert solver.loss_history and all(math.isfinite(v) for v in solver.loss_history)
     saved = tmp_path / "run_diverged.npz"
-    assert f"saved to {saved}" in capsys.readouterr().err
+    assert f"saved in {saved}" in str(info.value) and info.value.checkpoint == saved
     again = _solver(FullyConnectedNet([20], input_dim=6, num_classes=4),
                     optim_config={"learning_rate": 1e30}, batch_size=10)
     again.resume(saved)  # the last finite state, ready to continue with other settings
@@ -342,6 +343,93 @@ def test_mismatched_checkpoints_are_refused_without_changes(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="corrupt"):
         same_model.resume(path)
+
+
+# -- divergence: the loss far above its start for several iterations ------------------------------
+class ScriptedLoss:
+    """A model whose training losses follow a script (zero gradients): the rule, exactly."""
+
+    def __init__(self, losses):
+        self.params = {"W": np.zeros((6, 4))}
+        self.losses = list(losses)
+
+    def loss(self, X, y=None):
+        if y is None:
+            return np.zeros((len(X), 4))
+        return self.losses.pop(0), {"W": np.zeros((6, 4))}
+
+
+@pytest.mark.parametrize("losses, stops_after, mean", [
+    # means of 3: 8, 9.33, 9.33, 9, then 11 > 10 x 1: stopped there, before its update
+    ([1, 11, 12, 5, 11, 11, 11, 1], [1, 11, 12, 5, 11, 11], 11),
+    # a mean of exactly 10 is not above 10 x 1
+    ([1, 10, 10, 10, 10, 10, 10, 10], None, None),
+    # one spike to 25 is not enough (means of 9) ...
+    ([1, 1, 1, 25, 1, 1, 1, 1], None, None),
+    # ... one to 40 is (a mean of 14 with its neighbours)
+    ([1, 1, 40, 1, 1, 1, 1, 1], [1, 1], 14),
+    # a loss jumping between 0 and large values counts: means of 7, 6.67, 13.3
+    ([1, 0, 20, 0, 20, 0, 20, 0], [1, 0, 20, 0], 40 / 3),
+    # a first loss <= 0 is never judged by growth
+    ([0, 5, 5, 5, 5, 5, 5, 5], None, None),
+])
+def test_the_divergence_rule(losses, stops_after, mean, tmp_path):
+    solver = _solver(ScriptedLoss(losses), batch_size=10, num_epochs=2, divergence=(10, 3),
+                     checkpoint_name=str(tmp_path / "run"))
+    if stops_after is None:
+        solver.train()
+        assert solver.loss_history == losses
+        return
+    with pytest.raises(DivergenceError) as info:
+        solver.train()
+    assert not isinstance(info.value, NonFiniteLossError)
+    assert solver.loss_history == stops_after
+    assert info.value.reason == (f"the mean loss of the last 3 iterations ({mean:.4g}) is "
+                                 f"above 10 x the first loss ({losses[0]})")
+    epoch = len(stops_after) // 4  # 4 iterations per epoch
+    assert str(info.value).startswith(f"Solver: iteration {len(stops_after) + 1} (epoch {epoch})"
+                                      f": training diverged: ")
+    assert "lower the learning rate" in str(info.value)
+    saved = tmp_path / "run_diverged.npz"
+    assert info.value.checkpoint == saved and info.value.saved_iteration == len(stops_after)
+    again = _solver(ScriptedLoss([]), batch_size=10, num_epochs=2)
+    again.resume(saved)
+    assert again.iteration == len(stops_after) and again.loss_history == stops_after
+
+
+def test_divergence_none_runs_to_the_end():
+    losses = [1] + [1e6] * 7
+    solver = _solver(ScriptedLoss(losses), batch_size=10, num_epochs=2, divergence=None)
+    solver.train()
+    assert solver.loss_history == losses
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_real_diverging_run_is_stopped_by_default(tmp_path):
+    np.random.seed(0)
+    model = FullyConnectedNet([20], input_dim=6, num_classes=4, dtype=np.float64)
+    solver = _solver(model, update_rule="adam", optim_config={"learning_rate": 1e3},
+                     batch_size=10, num_epochs=10, checkpoint_name=str(tmp_path / "run"))
+    with pytest.raises(DivergenceError):  # growth or NaN, whichever comes first
+        solver.train()
+    assert solver.iteration < 40  # far from the 100 iterations asked for
+    assert (tmp_path / "run_diverged.npz").is_file()
+
+
+def test_keep_checkpoints_keeps_the_most_recent_and_the_best(tmp_path):
+    np.random.seed(3)
+    model = FullyConnectedNet([10], input_dim=6, num_classes=4, dtype=np.float64)
+
+    def random_walk(w, dw, config):  # validation accuracy goes up and down
+        return w + 0.3 * np.random.randn(*w.shape), config
+
+    solver = _solver(model, update_rule=random_walk, batch_size=10, num_epochs=6,
+                     checkpoint_name=str(tmp_path / "run"), keep_checkpoints=2, divergence=None)
+    solver.train()
+    best = int(np.argmax(solver.val_acc_history))  # one check per epoch after epoch 0
+    assert best < 5  # the case worth testing: the best is not among the last two
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == sorted({f"run_epoch_{e}.npz" for e in (5, 6, best)})
 
 
 # -- backends -------------------------------------------------------------------------------------

@@ -213,6 +213,9 @@ def locate(name: str, root=None, fetch: bool = True, url: str | None = None,
     url: another address for the same tarball (a mirror); download_options go to
     `download_file`.
     """
+    if name not in ARCHIVES:
+        raise ValueError(f"locate: unknown dataset {name!r}; the known names are "
+                         f"{', '.join(map(repr, ARCHIVES))}")
     archive = ARCHIVES[name]
     base = cache_dir(root)
     for folder in (base / archive.folder, base):

@@ -9,6 +9,9 @@ def _scores_and_labels(layer, x, y):
     be = _checks.floating(layer, x=x)
     _checks.ndim(layer, "x", x, 2, "(N, C) scores")
     N, C = x.shape
+    if N == 0:  # the mean over no examples is NaN, which would poison whatever uses it
+        raise ValueError(f"{layer}: x has shape {tuple(x.shape)}: the loss of an empty batch is "
+                         f"undefined; give at least one example")
     _checks.labels(layer, y, N, C, be.xp)
     return be.xp, N
 

@@ -9,7 +9,9 @@ the step-by-step computational-graph form the course asks students to derive.
 
 from __future__ import annotations
 
-from .. import _checks
+import math
+
+from .. import _checks, _validate
 
 
 def _standardize(xp, x, axes, eps):
@@ -52,9 +54,15 @@ def _batchnorm(layer, x, gamma, beta, bn_param, axes):
         running_mean = xp.zeros(C, dtype=x.dtype)
     if running_var is None:
         running_var = xp.zeros(C, dtype=x.dtype)
+    _checks.shape(layer, "bn_param['running_mean']", running_mean, (C,))
+    _checks.shape(layer, "bn_param['running_var']", running_var, (C,))
     bshape = [1] * x.ndim
     bshape[1] = C
     if mode == "train":
+        if math.prod(x.shape[a] for a in axes) == 0:
+            # the mean of nothing is NaN, and it would stay in the running statistics for good
+            raise ValueError(f"{layer}: x of shape {tuple(x.shape)} holds no values per channel; "
+                             f"batch statistics need a non-empty batch in 'train' mode")
         mean = x.mean(axis=axes, keepdims=True)
         xc = x - mean
         var = (xc * xc).mean(axis=axes, keepdims=True)
@@ -69,6 +77,13 @@ def _batchnorm(layer, x, gamma, beta, bn_param, axes):
     g = gamma.reshape(bshape)
     out = g * xhat + beta.reshape(bshape)
     return out, {"mode": mode, "xhat": xhat, "xc": xc, "std": std, "gamma": g, "axes": axes}
+
+
+def _checked(layer, dout, cache, made_by, keys=("xhat", "std", "gamma")):
+    """The cache of forward function `made_by`, with dout checked against its output shape."""
+    cache = _validate.dict_cache(layer, cache, keys, made_by)
+    _validate.dout(layer, dout, cache["xhat"].shape, made_by)
+    return cache
 
 
 def _affine_grads(dout, cache):
@@ -107,6 +122,8 @@ def batchnorm_backward(dout, cache):
 
     Returns dx (N, D), dgamma (D,), dbeta (D,).
     """
+    cache = _checked("batchnorm_backward", dout, cache, "batchnorm_forward",
+                     ("mode", "xhat", "xc", "std", "gamma"))
     if cache["mode"] == "test":
         return _batchnorm_backward_closed(dout, cache)
     xhat, xc, std, gamma = cache["xhat"], cache["xc"], cache["std"], cache["gamma"]
@@ -133,6 +150,8 @@ def batchnorm_backward_alt(dout, cache):
 
     Returns dx (N, D), dgamma (D,), dbeta (D,).
     """
+    cache = _checked("batchnorm_backward_alt", dout, cache, "batchnorm_forward",
+                     ("mode", "xhat", "std", "gamma", "axes"))
     return _batchnorm_backward_closed(dout, cache)
 
 
@@ -147,6 +166,8 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
 
 def spatial_batchnorm_backward(dout, cache):
     """Returns dx (N, C, H, W), dgamma (C,), dbeta (C,)."""
+    cache = _checked("spatial_batchnorm_backward", dout, cache, "spatial_batchnorm_forward",
+                     ("mode", "xhat", "std", "gamma", "axes"))
     return _batchnorm_backward_closed(dout, cache)
 
 
@@ -169,6 +190,7 @@ def layernorm_forward(x, gamma, beta, ln_param):
 
 def layernorm_backward(dout, cache):
     """Returns dx (N, D), dgamma (D,), dbeta (D,)."""
+    cache = _checked("layernorm_backward", dout, cache, "layernorm_forward")
     dgamma, dbeta, dxhat = _affine_grads(dout, cache)
     return _standardize_backward(dxhat, cache["xhat"], cache["std"], cache["axes"]), dgamma, dbeta
 
@@ -195,6 +217,8 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
 
 def spatial_groupnorm_backward(dout, cache):
     """Returns dx (N, C, H, W), dgamma (1, C, 1, 1), dbeta (1, C, 1, 1)."""
+    cache = _checked("spatial_groupnorm_backward", dout, cache, "spatial_groupnorm_forward",
+                     ("xhat", "std", "gamma", "G"))
     dgamma, dbeta, dxhat = _affine_grads(dout, cache)
     N, G = dout.shape[0], cache["G"]
     xhat = cache["xhat"].reshape(N, G, -1)

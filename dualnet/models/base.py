@@ -13,7 +13,9 @@ calls. `Model.loss` then gives the course's contract:
 no model writes its own backward loop; residual connections are `_fork`/`_join` marks on the
 tape. Because every layer passes through `_layer` under a name, a model can also re-run a
 forward pass and name the first layer whose output is not finite (`first_nonfinite_layer`),
-which is what the Solver reports when the loss turns into NaN or inf.
+which is what the Solver reports when the loss turns into NaN or inf. In debug mode
+(`dualnet.debug()`, see `dualnet.numerics`) `_layer` and `_backward` check every output and
+gradient as it is computed and raise at the first NaN or inf, naming the layer.
 
 Parameters are drawn on the host from NumPy's *global* legacy random state, exactly as the
 course does (`np.random.seed(231)` before building a model reproduces the course's
@@ -27,6 +29,7 @@ import math
 
 import numpy as np
 
+from .. import _validate, numerics
 from ..backend import current, get, of
 from ..layers import softmax_loss
 
@@ -71,12 +74,12 @@ class Model:
     """
 
     def __init__(self, *, reg=0.0, weight_scale=1e-2, dtype=np.float32):
-        self.reg = reg
-        self.weight_scale = weight_scale
+        name = type(self).__name__  # errors name the class the user built, not this base
+        self.reg = _validate.number(name, "reg", reg, at_least=0)
+        self.weight_scale = _validate.weight_scale(name, weight_scale)
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
-            raise TypeError(f"{type(self).__name__}: dtype must be float32 or float64, "
-                            f"got {self.dtype}")
+            raise TypeError(f"{name}: dtype must be float32 or float64, got {self.dtype}")
         self.params = {}
         self.bn_params = []
         self._tape = None   # list while a training forward pass runs, else None
@@ -106,8 +109,10 @@ class Model:
         out, cache = forward(x, *(self.params[k] for k in param_names), *extra)
         if self._watch is not None:
             self._watch(name, out)
+        if numerics.enabled():
+            numerics.check(out, type(self).__name__, name, "output")
         if self._tape is not None:
-            self._tape.append((backward, cache, param_names))
+            self._tape.append((name, backward, cache, param_names))
         return out
 
     def _fork(self):
@@ -130,13 +135,14 @@ class Model:
         grads = {}
         skips = []  # upstream gradients waiting at open residual forks
         first = self._tape[0] if self._tape else None
+        debug = numerics.enabled()
         for entry in reversed(self._tape):
             if entry is _JOIN:      # out = branch + skip: both receive dout
                 skips.append(dout)
             elif entry is _FORK:    # the branch input also fed the skip
                 dout = dout + skips.pop()
             else:
-                backward, cache, names = entry
+                layer, backward, cache, names = entry
                 if entry is first and _takes_need_dx(backward):
                     result = backward(dout, cache, need_dx=False)
                 else:
@@ -145,7 +151,16 @@ class Model:
                     result = (result,)
                 dout = result[0]
                 grads.update(zip(names, result[1:], strict=True))
+                if debug:
+                    self._check_gradients(layer, result, names)
         return grads
+
+    def _check_gradients(self, layer, result, names):
+        """Debug mode: the input gradient and parameter gradients `layer` returned."""
+        owner = type(self).__name__
+        numerics.check(result[0], owner, layer, "input gradient")
+        for name, grad in zip(names, result[1:], strict=True):
+            numerics.check(grad, owner, layer, f"gradient of {name}")
 
     def _scores(self, X):
         """Class scores (N, num_classes) from `_layer` calls; subclasses implement it."""
@@ -171,12 +186,16 @@ class Model:
             `dtype`, grads a dict with one array per parameter, same shapes and dtype.
         """
         X = X.astype(self.dtype, copy=False)
+        if numerics.enabled():
+            numerics.check(X, type(self).__name__, None, "input X")
         self._set_mode("test" if y is None else "train")
         if y is None:
             return self._scores(X)
         self._tape = []
         try:
             data_loss, dscores = softmax_loss(self._scores(X), y)
+            if numerics.enabled():
+                numerics.check(data_loss, type(self).__name__, "softmax_loss", "loss")
             grads = self._backward(dscores)
         finally:
             self._tape = None
@@ -237,7 +256,8 @@ class Model:
         saved = [dict(p) for p in self.bn_params]
         self._watch = watch
         try:
-            with np.errstate(all="ignore"):  # overflow is what we are looking for
+            # overflow is what we are looking for; debug mode would raise at the first one
+            with np.errstate(all="ignore"), numerics.debug(False):
                 self.loss(X, y)
         finally:
             self._watch = None

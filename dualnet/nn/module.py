@@ -16,7 +16,7 @@ from collections.abc import Iterator, MutableMapping
 
 import numpy as np
 
-from .. import backend
+from .. import backend, numerics
 
 
 class Module:
@@ -239,13 +239,20 @@ class Sequential(Module):
         return len(self._children)
 
     def forward(self, x):
-        for _, module in self._children:
-            x = module.forward(x)
+        debug = numerics.enabled()  # debug mode: each child's output is checked
+        if debug:
+            numerics.enter(type(self).__name__, x, "input x")
+        for name, module in self._children:
+            x = numerics.watched(name, module, "forward", x) if debug else module.forward(x)
         return x
 
     def backward(self, dout):
-        for _, module in reversed(self._children):
-            dout = module.backward(dout)
+        debug = numerics.enabled()
+        if debug:
+            numerics.enter(type(self).__name__, dout, "upstream gradient dout")
+        for name, module in reversed(self._children):
+            dout = (numerics.watched(name, module, "backward", dout) if debug
+                    else module.backward(dout))
         return dout
 
     def loss(self, X, y=None):
@@ -274,14 +281,27 @@ class Sequential(Module):
         return f"Sequential(\n{inner}\n)"
 
 
-def _apply(branch: Module | None, x):
-    """A branch's forward pass; None is the identity."""
-    return x if branch is None else branch.forward(x)
+def _apply(name: str, branch: Module | None, x):
+    """A branch's forward pass (checked in debug mode under its child name); None is the
+    identity."""
+    if branch is None:
+        return x
+    return numerics.watched(name, branch, "forward", x) if numerics.enabled() else \
+        branch.forward(x)
 
 
-def _back(branch: Module | None, dout):
-    """A branch's backward pass; None is the identity."""
-    return dout if branch is None else branch.backward(dout)
+def _back(name: str, branch: Module | None, dout):
+    """A branch's backward pass, like `_apply`."""
+    if branch is None:
+        return dout
+    return numerics.watched(name, branch, "backward", dout) if numerics.enabled() else \
+        branch.backward(dout)
+
+
+def _enter(owner: Module, value, what: str) -> None:
+    """Debug mode: check a branching container's input before its branches run."""
+    if numerics.enabled():
+        numerics.enter(type(owner).__name__, value, what)
 
 
 def _check_branch(owner: str, name: str, branch, optional: bool) -> None:
@@ -310,8 +330,9 @@ class Residual(Module):
         return [(name, child) for name, child in named if child is not None]
 
     def forward(self, x):
-        out = self.body.forward(x)
-        skip = _apply(self.shortcut, x)
+        _enter(self, x, "input x")
+        out = _apply("body", self.body, x)
+        skip = _apply("shortcut", self.shortcut, x)
         if out.shape != skip.shape:
             if self.shortcut is None:
                 raise ValueError(f"Residual: body maps {tuple(x.shape)} to {tuple(out.shape)};"
@@ -322,7 +343,8 @@ class Residual(Module):
         return out + skip
 
     def backward(self, dout):
-        return self.body.backward(dout) + _back(self.shortcut, dout)
+        _enter(self, dout, "upstream gradient dout")
+        return _back("body", self.body, dout) + _back("shortcut", self.shortcut, dout)
 
 
 class Gate(Module):
@@ -348,8 +370,9 @@ class Gate(Module):
         return [(name, child) for name, child in named if child is not None]
 
     def forward(self, x):
-        value = _apply(self.body, x)
-        g = self.gate.forward(x)
+        _enter(self, x, "input x")
+        value = _apply("body", self.body, x)
+        g = _apply("gate", self.gate, x)
         self._value, self._gate_shape = value, g.shape
         self._g = g.reshape(self._aligned(g.shape, value.shape))
         return value * self._g
@@ -359,7 +382,7 @@ class Gate(Module):
         shared = tuple(axis for axis, (n, m) in enumerate(zip(g.shape, value.shape, strict=True))
                        if n == 1 and m != 1)
         dg = (dout * value).sum(axis=shared, keepdims=True).reshape(self._gate_shape)
-        return _back(self.body, dout * g) + self.gate.backward(dg)
+        return _back("body", self.body, dout * g) + _back("gate", self.gate, dg)
 
     @staticmethod
     def _aligned(gate_shape, value_shape):

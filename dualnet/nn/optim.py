@@ -6,13 +6,15 @@ exactly as the `Solver` does, so the object and functional styles take identical
 
 from __future__ import annotations
 
-from .. import optim
+from .. import _validate, optim
 
 
 class Optimizer:
     """Applies `rule(w, dw, config) -> (next_w, config)` to every parameter of `module`."""
 
     def __init__(self, module, rule, **config):
+        if "learning_rate" in config:
+            _validate.number(type(self).__name__, "lr", config["learning_rate"], at_least=0)
         self.module = module
         self.rule = rule
         self.configs = {name: dict(config) for name, _ in module.parameters()}
