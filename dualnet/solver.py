@@ -90,7 +90,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import _validate, backend, checkpoint, numerics, optim
+from . import _checks, backend, checkpoint, numerics, optim
 from .checkpoint import CheckpointError
 
 __all__ = ["Solver", "DivergenceError", "NonFiniteLossError", "CheckpointError"]
@@ -154,19 +154,19 @@ class Solver:
         if self.loader is not None and not hasattr(self.loader, "__len__"):
             raise TypeError("Solver: the 'train' loader must define len() (batches per epoch)")
         if self.loader is None:
-            _validate.same_length("Solver", ("data['X_train']", "data['y_train']"),
+            _checks.same_length("Solver", ("data['X_train']", "data['y_train']"),
                                   self.X_train, self.y_train)
-        _validate.same_length("Solver", ("data['X_val']", "data['y_val']"), self.X_val, self.y_val)
+        _checks.same_length("Solver", ("data['X_val']", "data['y_val']"), self.X_val, self.y_val)
 
         self.update_rule_name, self.update_rule = _update_rule(update_rule)
         self.optim_config = _optim_config(update_rule, self.update_rule, optim_config)
-        self.lr_decay = _validate.number("Solver", "lr_decay", lr_decay, above=0)
-        self.batch_size = _validate.integer("Solver", "batch_size", batch_size)
-        self.num_epochs = _validate.integer("Solver", "num_epochs", num_epochs)
+        self.lr_decay = _checks.number("Solver", "lr_decay", lr_decay, above=0)
+        self.batch_size = _checks.positive_int("Solver", "batch_size", batch_size)
+        self.num_epochs = _checks.positive_int("Solver", "num_epochs", num_epochs)
         self.num_train_samples = _optional_count("num_train_samples", num_train_samples)
         self.num_val_samples = _optional_count("num_val_samples", num_val_samples)
         self.checkpoint_name = _checkpoint_name(checkpoint_name)
-        self.print_every = _validate.integer("Solver", "print_every", print_every)
+        self.print_every = _checks.positive_int("Solver", "print_every", print_every)
         self.verbose = verbose
 
         self.lr_schedule = optim.get_schedule(lr_schedule)
@@ -593,7 +593,7 @@ def _optim_config(rule_arg, rule, config) -> dict:
         raise TypeError(f"Solver: optim_config must be a dict, got {type(config).__name__}")
     config = dict(config)
     if "learning_rate" in config:  # 0 is allowed: it freezes the parameters (tests do that)
-        _validate.number("Solver", "optim_config['learning_rate']", config["learning_rate"],
+        _checks.number("Solver", "optim_config['learning_rate']", config["learning_rate"],
                          at_least=0)
     name = rule_arg if isinstance(rule_arg, str) else getattr(rule, "__name__", None)
     if name in optim.UPDATE_RULES and getattr(optim, name) is rule:
@@ -607,7 +607,7 @@ def _optim_config(rule_arg, rule, config) -> dict:
 
 
 def _optional_count(name, value):
-    return None if value is None else _validate.integer("Solver", name, value)
+    return None if value is None else _checks.positive_int("Solver", name, value)
 
 
 def _checkpoint_name(name):
@@ -635,5 +635,5 @@ def _divergence(value):
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise TypeError(f"Solver: divergence must be (factor, iterations) or None, got "
                         f"{value!r}")
-    factor = _validate.number("Solver", "divergence factor", value[0], above=1)
-    return factor, _validate.integer("Solver", "divergence iterations", value[1])
+    factor = _checks.number("Solver", "divergence factor", value[0], above=1)
+    return factor, _checks.positive_int("Solver", "divergence iterations", value[1])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .. import _checks, _validate
+from .. import _checks
 
 
 def affine_forward(x, w, b):
@@ -42,8 +42,8 @@ def affine_backward(dout, cache):
         dx (N, d_1, ..., d_k), dw (D, M), db (M,).
     """
     layer = "affine_backward"
-    x, w, _ = _validate.tuple_cache(layer, cache, 3, "affine_forward")
-    _validate.dout(layer, dout, (x.shape[0], w.shape[1]), "affine_forward")
+    x, w, _ = _checks.tuple_cache(layer, cache, 3, "affine_forward")
+    _checks.dout(layer, dout, (x.shape[0], w.shape[1]), "affine_forward")
     x2 = x.reshape(x.shape[0], -1)
     dx = (dout @ w.T).reshape(x.shape)
     dw = x2.T @ dout

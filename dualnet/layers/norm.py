@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from .. import _checks, _validate
+from .. import _checks
 
 
 def _standardize(xp, x, axes, eps):
@@ -81,8 +81,8 @@ def _batchnorm(layer, x, gamma, beta, bn_param, axes):
 
 def _checked(layer, dout, cache, made_by, keys=("xhat", "std", "gamma")):
     """The cache of forward function `made_by`, with dout checked against its output shape."""
-    cache = _validate.dict_cache(layer, cache, keys, made_by)
-    _validate.dout(layer, dout, cache["xhat"].shape, made_by)
+    cache = _checks.dict_cache(layer, cache, keys, made_by)
+    _checks.dout(layer, dout, cache["xhat"].shape, made_by)
     return cache
 
 

@@ -29,7 +29,7 @@ import math
 
 import numpy as np
 
-from .. import _validate, numerics
+from .. import _checks, numerics
 from ..backend import current, get, of
 from ..layers import softmax_loss
 
@@ -75,8 +75,8 @@ class Model:
 
     def __init__(self, *, reg=0.0, weight_scale=1e-2, dtype=np.float32):
         name = type(self).__name__  # errors name the class the user built, not this base
-        self.reg = _validate.number(name, "reg", reg, at_least=0)
-        self.weight_scale = _validate.weight_scale(name, weight_scale)
+        self.reg = _checks.number(name, "reg", reg, at_least=0)
+        self.weight_scale = _checks.weight_scale(name, weight_scale)
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"{name}: dtype must be float32 or float64, got {self.dtype}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _validate
+from .. import _checks
 from ..layers import (
     affine_backward,
     affine_forward,
@@ -58,15 +58,15 @@ class ThreeLayerConvNet(Model):
                  num_classes=10, weight_scale=1e-3, reg=0.0, dtype=np.float32):
         super().__init__(reg=reg, weight_scale=weight_scale, dtype=dtype)
         name = "ThreeLayerConvNet"
-        C, H, W = _validate.image_dim(name, input_dim)
-        fs = _validate.integer(name, "filter_size", filter_size)
+        C, H, W = _checks.image_dim(name, input_dim)
+        fs = _checks.positive_int(name, "filter_size", filter_size)
         _odd_filter(name, fs)
         if H % 2 or W % 2:
             raise ValueError(f"ThreeLayerConvNet: the 2x2 pool needs an even height and width, "
                              f"got input_dim {tuple(input_dim)}")
-        F = _validate.integer(name, "num_filters", num_filters)
-        hidden_dim = _validate.integer(name, "hidden_dim", hidden_dim)
-        num_classes = _validate.integer(name, "num_classes", num_classes)
+        F = _checks.positive_int(name, "num_filters", num_filters)
+        hidden_dim = _checks.positive_int(name, "hidden_dim", hidden_dim)
+        num_classes = _checks.positive_int(name, "num_classes", num_classes)
         pooled = F * (H // 2) * (W // 2)
         self._add_weight("W1", (F, C, fs, fs), fan_in=C * fs * fs)
         self._add_zeros("b1", F)
@@ -149,7 +149,7 @@ class ConvNet(Model):
         self._stages = []        # (conv k, conv_param, residual [(k1, k2)], block_param, pool)
         self._affines = []       # weight indices of the affine layers, last one = scores
 
-        C, H, W = _validate.image_dim("ConvNet", input_dim)
+        C, H, W = _checks.image_dim("ConvNet", input_dim)
         k = 0
         layers = zip(num_filters, filter_sizes, pools, strict=True)
         for i, (F, fs, pooled) in enumerate(layers, start=1):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _validate
+from .. import _checks
 from ..layers import (
     affine_backward,
     affine_forward,
@@ -54,14 +54,14 @@ class FullyConnectedNet(Model):
         if not 0 < dropout_keep_ratio <= 1:
             raise ValueError(f"{name}: dropout_keep_ratio is the probability of "
                              f"KEEPING a unit, in (0, 1]; got {dropout_keep_ratio!r}")
-        hidden_dims = _validate.sizes(name, "hidden_dims", hidden_dims,
+        hidden_dims = _checks.sizes(name, "hidden_dims", hidden_dims,
                                       "for one hidden layer of 50 units write [50]")
         self.normalization = normalization
         self.use_dropout = dropout_keep_ratio != 1
         self.num_layers = 1 + len(hidden_dims)
 
-        dims = [_validate.integer(name, "input_dim", input_dim), *hidden_dims,
-                _validate.integer(name, "num_classes", num_classes)]
+        dims = [_checks.positive_int(name, "input_dim", input_dim), *hidden_dims,
+                _checks.positive_int(name, "num_classes", num_classes)]
         for i in range(1, self.num_layers + 1):
             self._add_weight(f"W{i}", (dims[i - 1], dims[i]), fan_in=dims[i - 1])
             self._add_zeros(f"b{i}", dims[i])
@@ -106,6 +106,6 @@ class TwoLayerNet(FullyConnectedNet):
 
     def __init__(self, input_dim=3 * 32 * 32, hidden_dim=100, num_classes=10, weight_scale=1e-3,
                  reg=0.0, dtype=np.float64):
-        hidden_dim = _validate.integer(type(self).__name__, "hidden_dim", hidden_dim)
+        hidden_dim = _checks.positive_int(type(self).__name__, "hidden_dim", hidden_dim)
         super().__init__([hidden_dim], input_dim=input_dim, num_classes=num_classes, reg=reg,
                          weight_scale=weight_scale, dtype=dtype)

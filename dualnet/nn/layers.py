@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import _checks, _validate, backend, layers
+from .. import _checks, backend, layers
 from ..models.base import init_scale
 from .module import Module
 
@@ -333,8 +333,8 @@ class _BatchNorm(Module):
         super().__init__()
         name = type(self).__name__
         C = _checks.positive_int(name, "num_features", num_features)
-        self.eps = _validate.number(name, "eps", eps, above=0)
-        self.momentum = _validate.number(name, "momentum", momentum, at_least=0)
+        self.eps = _checks.number(name, "eps", eps, above=0)
+        self.momentum = _checks.number(name, "momentum", momentum, at_least=0)
         if self.momentum > 1:
             raise ValueError(f"{name}: momentum must be in [0, 1] (the course's: running = "
                              f"momentum * running + (1 - momentum) * batch), got {momentum!r}")
@@ -382,7 +382,7 @@ class LayerNorm(Module):
     def __init__(self, num_features, eps=1e-5, dtype=np.float32):
         super().__init__()
         D = _checks.positive_int("LayerNorm", "num_features", num_features)
-        self.eps = _validate.number("LayerNorm", "eps", eps, above=0)
+        self.eps = _checks.number("LayerNorm", "eps", eps, above=0)
         self._params["weight"] = _filled((D,), 1, dtype)
         self._params["bias"] = _filled((D,), 0, dtype)
 
@@ -406,7 +406,7 @@ class GroupNorm(Module):
         C = _checks.positive_int("GroupNorm", "num_channels", num_channels)
         if C % G:
             raise ValueError(f"GroupNorm: num_groups={G} must divide num_channels={C}")
-        self.G, self.eps = G, _validate.number("GroupNorm", "eps", eps, above=0)
+        self.G, self.eps = G, _checks.number("GroupNorm", "eps", eps, above=0)
         self._params["weight"] = _filled((C,), 1, dtype)
         self._params["bias"] = _filled((C,), 0, dtype)
 
