@@ -116,13 +116,20 @@ class Linear(Module):
 
 
 class Conv2d(Module):
-    """2-D convolution through `conv_forward_fast`.
+    """2-D convolution through `conv_forward_fast`, with PyTorch's output size rule: windows
+    that would run past the padded input are dropped (Ho = floor((H + 2p - kh) / s) + 1), so
+    a 3x3 stride-2 padding-1 convolution takes 32x32 to 16x16. (The functional course layer
+    refuses such shapes unless `conv_param['rounding']` is 'floor'.)
 
-    NCHW: x (N, C, H, W), weight (out, in, kh, kw). NHWC: x (N, H, W, C) and weight
-    (kh, kw, in, out), for course code whose images are channels-last; outputs follow x.
+    NCHW: x (N, C, H, W), weight (out, in / groups, kh, kw). NHWC: x (N, H, W, C) and weight
+    (kh, kw, in / groups, out), for course code whose images are channels-last; outputs
+    follow x.
+    groups: channels and filters split into this many groups, each filter seeing only its
+        group's input channels (PyTorch's `groups`); groups = in_channels is the depthwise
+        convolution. Both channel counts must be multiples of it.
     bias: with False the module has no bias parameter at all (not in params, grads or
         state_dict), as in PyTorch; for convolutions followed by batch normalization.
-    Fans (as PyTorch counts them): fan_in = in * kh * kw, fan_out = out * kh * kw.
+    Fans (as PyTorch counts them): fan_in = in / groups * kh * kw, fan_out = out * kh * kw.
     weight_scale: std of the normal init: a positive number, 'he' (sqrt(2 / fan), the
         default) or 'xavier' (sqrt(1 / fan)).
     init_mode: 'fan_in' (default) or 'fan_out', the fan those rules use; 'he' with
@@ -131,19 +138,26 @@ class Conv2d(Module):
 
     decayed = ("weight",)
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True,
-                 data_format="NCHW", weight_scale=None, init_mode="fan_in", dtype=np.float32):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, groups=1,
+                 bias=True, data_format="NCHW", weight_scale=None, init_mode="fan_in",
+                 dtype=np.float32):
         super().__init__()
         C = _checks.positive_int("Conv2d", "in_channels", in_channels)
         F = _checks.positive_int("Conv2d", "out_channels", out_channels)
         kh, kw = _pair("Conv2d", "kernel_size", kernel_size)
+        groups = _checks.positive_int("Conv2d", "groups", groups)
+        if C % groups or F % groups:
+            raise ValueError(f"Conv2d: groups={groups} must divide in_channels={C} and "
+                             f"out_channels={F}")
         self.conv_param = {"stride": _checks.positive_int("Conv2d", "stride", stride),
-                           "pad": _checks.positive_int("Conv2d", "padding", padding, minimum=0)}
+                           "pad": _checks.positive_int("Conv2d", "padding", padding, minimum=0),
+                           "groups": groups, "rounding": "floor"}
         if not isinstance(bias, (bool, np.bool_)):
             raise TypeError(f"Conv2d: bias must be True or False, got {bias!r}")
         self.data_format = _check_format("Conv2d", data_format)
-        shape = (F, C, kh, kw) if data_format == "NCHW" else (kh, kw, C, F)
-        fans = {"fan_in": C * kh * kw, "fan_out": F * kh * kw}
+        Cg = C // groups
+        shape = (F, Cg, kh, kw) if data_format == "NCHW" else (kh, kw, Cg, F)
+        fans = {"fan_in": Cg * kh * kw, "fan_out": F * kh * kw}
         self._params["weight"] = _new_weight("Conv2d", shape, fans, weight_scale, init_mode,
                                              dtype)
         if bias:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dualnet import nn
+from dualnet import layers, nn
 
 F64 = {"dtype": np.float64}
 
@@ -289,6 +289,9 @@ def test_conv_without_bias_has_no_bias_anywhere():
     (lambda: nn.Conv2d(64, 256, 3, data_format="NHWC", init_mode="fan_out", **F64), 256 * 9),
     (lambda: nn.Linear(1000, 250, weight_scale="he", init_mode="fan_out", **F64), 250),
     (lambda: nn.Linear(1000, 250, **F64), 1000),
+    # groups: PyTorch's fan_in is (in / groups) * kh * kw, fan_out stays out * kh * kw
+    (lambda: nn.Conv2d(256, 256, 3, groups=4, **F64), 64 * 9),
+    (lambda: nn.Conv2d(512, 512, 3, groups=512, init_mode="fan_out", **F64), 512 * 9),
 ])
 def test_he_init_std_matches_kaiming_normal(make, fan):
     np.random.seed(0)
@@ -305,3 +308,48 @@ def test_xavier_with_fan_out_divides_by_the_fan_out():
     w = nn.Conv2d(32, 128, 3, weight_scale="xavier", init_mode="fan_out", **F64).params["weight"]
     expected = np.sqrt(1.0 / (128 * 9))
     assert abs(w.std() - expected) < 4 * expected / np.sqrt(2 * w.size)
+
+
+# -- Conv2d: PyTorch's output size rule and groups --------------------------------------------
+
+def test_conv2d_downsamples_even_sizes_like_pytorch():
+    """3x3, stride 2, padding 1 on 32x32: the ResNet downsampling step gives 16x16."""
+    conv = nn.Conv2d(3, 8, 3, stride=2, padding=1, **F64)
+    out = conv(np.random.default_rng(0).standard_normal((2, 3, 32, 32)))
+    assert out.shape == (2, 8, 16, 16)
+
+
+@pytest.mark.parametrize("groups, out_channels", [(1, 4), (2, 6), (4, 4), (4, 8)])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv2d_with_groups_equals_the_functional_layer_and_gradchecks(
+        gradcheck, groups, out_channels, stride, bias):
+    np.random.seed(3)
+    conv = nn.Conv2d(4, out_channels, 3, stride=stride, padding=1, groups=groups, bias=bias,
+                     **F64)
+    assert conv.params["weight"].shape == (out_channels, 4 // groups, 3, 3)
+    x = np.random.default_rng(4).standard_normal((2, 4, 7, 7))
+    b = conv.params["bias"] if bias else np.zeros(out_channels)
+    want, _ = layers.conv_forward_naive(x, conv.params["weight"], b,
+                                        {"stride": stride, "pad": 1, "groups": groups,
+                                         "rounding": "floor"})
+    np.testing.assert_allclose(conv(x), want, rtol=1e-12, atol=1e-12)
+    gradcheck(conv, x)
+
+
+def test_conv2d_refuses_groups_that_do_not_divide_the_channels():
+    with pytest.raises(ValueError, match="Conv2d: groups=4 must divide in_channels=6 and "
+                                         "out_channels=8"):
+        nn.Conv2d(6, 8, 3, groups=4)
+
+
+def test_conv2d_groups_channels_last():
+    np.random.seed(5)
+    nhwc = nn.Conv2d(4, 4, 3, padding=1, groups=2, data_format="NHWC", **F64)
+    assert nhwc.params["weight"].shape == (3, 3, 2, 4)
+    nchw = nn.Conv2d(4, 4, 3, padding=1, groups=2, **F64)
+    nchw.params = {"weight": nhwc.params["weight"].transpose(3, 2, 0, 1).copy(),
+                   "bias": nhwc.params["bias"]}
+    x = np.random.default_rng(6).standard_normal((2, 5, 5, 4))
+    np.testing.assert_allclose(nhwc(x), nchw(x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1),
+                               rtol=1e-12, atol=1e-12)
