@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["main", "DATASET_DEFAULTS", "MODELS"]
+__all__ = ["main", "DATASET_DEFAULTS", "MODELS", "MODEL_RECIPES"]
 
-MODELS = ("two-layer", "fc", "three-layer", "convnet")
+MODELS = ("two-layer", "fc", "three-layer", "convnet", "cifar-resnet", "cifar-resnet-small")
 BACKENDS = ("auto", "numpy", "cupy", "cuda-emu")
 OPTIMIZERS = ("sgd", "sgd_momentum", "nesterov", "rmsprop", "adam", "adamw", "adagrad")
 
@@ -39,6 +39,17 @@ DATASET_DEFAULTS = {
     "folder": {"epochs": 10, "batch_size": 64, "optimizer": "adam", "lr": 1e-3,
                "lr_decay": 0.9, "reg": 1e-4},
 }
+
+
+#: Training recipes of the models that come with their own (`dualnet.models.resnet`): they
+#: win over DATASET_DEFAULTS, and the command line wins over both.
+_CHALLENGE_RECIPE = {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05, "lr_decay": 1.0,
+                     "reg": 0.0, "batch_size": 128, "schedule": "warmup-cosine",
+                     "augment": True}
+MODEL_RECIPES = {"cifar-resnet": _CHALLENGE_RECIPE, "cifar-resnet-small": _CHALLENGE_RECIPE}
+
+#: What `--schedule` names, as `dualnet.optim` schedules (None: lr_decay alone).
+SCHEDULES = ("none", "cosine", "warmup-cosine")
 
 
 class UsageError(Exception):
@@ -148,6 +159,8 @@ def _model_config(name: str, input_dim) -> dict:
     if name not in MODELS:  # FILE.py:FUNCTION decides its own architecture
         return {"input_dim": list(input_dim), "source": name}
     small = max(H, W) <= 16  # the 8x8 digits: 3x3 filters, fewer layers
+    if name in MODEL_RECIPES:  # the challenge presets take any image size
+        return {"input_dim": list(input_dim)}
     if name == "two-layer":
         return {"input_dim": C * H * W, "hidden_dim": 100}
     if name == "fc":
@@ -199,6 +212,9 @@ def _build_model(name: str, config: dict, num_classes: int, reg: float):
 
     if name not in MODELS:
         return _user_model(name, config["input_dim"], num_classes, reg)
+    if name in models.resnet.PRESETS:
+        return models.resnet.PRESETS[name](input_dim=tuple(config["input_dim"]),
+                                           num_classes=num_classes, reg=reg, dtype=np.float32)
     cls = {"two-layer": models.TwoLayerNet, "fc": models.FullyConnectedNet,
            "three-layer": models.ThreeLayerConvNet, "convnet": models.ConvNet}[name]
     return cls(**config, num_classes=num_classes, weight_scale="he", reg=reg,
@@ -250,9 +266,17 @@ def _train(args) -> int:
     from .solver import Solver
 
     family = _family(args.dataset)
-    for key, value in DATASET_DEFAULTS[family].items():
+    defaults = {"schedule": "none", "augment": False, "weight_decay": None,
+                **DATASET_DEFAULTS[family], **MODEL_RECIPES.get(args.model, {})}
+    for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    optim_config = {"learning_rate": args.lr}
+    if args.weight_decay is not None:
+        if args.optimizer != "adamw":
+            raise UsageError(f"--weight-decay is AdamW's decoupled weight decay; the optimizer "
+                             f"is {args.optimizer} (use --reg for L2 regularization)")
+        optim_config["weight_decay"] = args.weight_decay
     out = _prepare_out_dir(Path(args.out or _default_out(args)))
     be = _choose_backend(args.backend)
     backend.seed(args.seed)
@@ -263,7 +287,9 @@ def _train(args) -> int:
     model = _build_model(args.model, config, len(class_names), args.reg)
     solver = Solver(model, {k: loaded[k] for k in ("X_train", "y_train", "train", "X_val",
                                                    "y_val") if k in loaded},
-                    update_rule=args.optimizer, optim_config={"learning_rate": args.lr},
+                    update_rule=args.optimizer, optim_config=optim_config,
+                    lr_schedule=_schedule(args.schedule),
+                    augment=_augmentation(input_dim) if args.augment else None,
                     lr_decay=args.lr_decay, batch_size=args.batch_size,
                     num_epochs=args.epochs, checkpoint_name=str(out / "checkpoint"),
                     keep_checkpoints=args.keep_checkpoints,
@@ -294,6 +320,27 @@ def _train(args) -> int:
     for path, what in written:
         print(f"  {path.name:<26} {what}")
     return 0
+
+
+def _schedule(name: str):
+    """The `dualnet.optim` schedule `--schedule` names: cosine annealing, after a one-epoch
+    linear warm-up for 'warmup-cosine'."""
+    from . import optim
+
+    if name == "none":
+        return None
+    if name == "cosine":
+        return optim.cosine()
+    return optim.warmup(1, then=optim.cosine())
+
+
+def _augmentation(input_dim):
+    """Random crops (padding an eighth of the image, 4 pixels on CIFAR) and horizontal
+    flips of each training batch."""
+    from .data import augment
+
+    pad = max(1, max(input_dim[1:]) // 8)
+    return lambda x: augment(x, pad=pad)
 
 
 def _train_in_run_folder(args) -> int:
@@ -453,7 +500,9 @@ def _parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model and write its pictures",
                                 description="Train a model; options left out take the "
-                                "dataset's defaults (dualnet.cli.DATASET_DEFAULTS).")
+                                "model's recipe (dualnet.cli.MODEL_RECIPES: the cifar-resnet "
+                                "presets), else the dataset's defaults "
+                                "(dualnet.cli.DATASET_DEFAULTS).")
     train.add_argument("--model", type=_model_spec, default="convnet",
                        help=f"{' | '.join(MODELS)} | FILE.py:FUNCTION (your own model: "
                        "FUNCTION(input_dim=(C, H, W), num_classes=K) returns, e.g., a "
@@ -468,6 +517,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_positive, help="learning rate")
     train.add_argument("--lr-decay", type=_positive, help="learning-rate factor per epoch")
     train.add_argument("--reg", type=_non_negative, help="L2 regularization strength")
+    train.add_argument("--weight-decay", type=_non_negative,
+                       help="AdamW's decoupled weight decay (--optimizer adamw)")
+    train.add_argument("--schedule", choices=SCHEDULES,
+                       help="learning-rate schedule: cosine annealing, after a one-epoch "
+                       "warm-up for warmup-cosine (on top of --lr-decay)")
+    train.add_argument("--augment", action=argparse.BooleanOptionalAction,
+                       help="random crops and horizontal flips of the training images")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", help="output folder (default runs/MODEL-DATASET, or "
                        "runs/MODEL-DATASET-2, -3, ... when that exists); one that holds a run "

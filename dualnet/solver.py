@@ -33,6 +33,10 @@ Beyond the course (keyword-only arguments):
   `cosine`, `warmup`) or 'cosine'; the learning rate of each step is
   `optim_config['learning_rate'] * lr_decay**epoch * factor` (epoch fractional for the
   factor).
+- `augment`: a callable `X_batch -> X_batch` applied to every training minibatch on the
+  model's backend before the loss (e.g. `lambda x: dualnet.data.augment(x, pad=4)` for
+  random crops and flips); accuracy checks see the data unchanged. With NumPy's global
+  RNG (as `augment` uses without a seed), a resumed run still repeats an uninterrupted one.
 - `patience`: stop after this many accuracy checks without a better validation accuracy.
 - `progress`: a tqdm bar with loss, accuracy, images/s and ETA (default: when `verbose`).
 - `seed`: `dualnet.seed(seed)` before anything else, for exactly reproducible CPU runs.
@@ -137,7 +141,7 @@ class Solver:
                  batch_size=100, num_epochs=10, num_train_samples=1000, num_val_samples=None,
                  checkpoint_name=None, print_every=10, verbose=True, *, lr_schedule=None,
                  patience=None, restore_best=True, progress=None, seed=None,
-                 divergence=(10.0, 10), keep_checkpoints=None):
+                 divergence=(10.0, 10), keep_checkpoints=None, augment=None):
         if seed is not None:
             backend.seed(seed)
         self.model = model
@@ -177,6 +181,10 @@ class Solver:
         self.divergence = _divergence(divergence)
         self.keep_checkpoints = _optional_count("keep_checkpoints", keep_checkpoints)
         self.restore_best = restore_best
+        if augment is not None and not callable(augment):
+            raise TypeError(f"Solver: augment must be a callable X_batch -> X_batch or None, "
+                            f"got {type(augment).__name__}")
+        self.augment = augment
         self.progress = verbose if progress is None else progress
         self._reset()
 
@@ -246,6 +254,8 @@ class Solver:
     def _step(self, X_batch, y_batch):
         """Loss, gradients and one update of every parameter, as the course's `_step`."""
         X, y = self._to_model(X_batch, y_batch)
+        if self.augment is not None:
+            X = self.augment(X)
         try:
             loss, grads = self.model.loss(X, y)
         except numerics.NonFiniteValueError as exc:  # dualnet.debug() found it first

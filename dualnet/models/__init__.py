@@ -2,13 +2,16 @@
 (loss, grads).
 
 TwoLayerNet and FullyConnectedNet (fc_net), ThreeLayerConvNet and the configurable ConvNet
-(cnn); their shared behaviour - initialization, L2 regularization, the backward tape, moving
-between backends, locating non-finite layers - lives in `Model` (base).
+(cnn), and the CIFAR challenge network as `dualnet.nn` presets (resnet: `cifar_resnet`,
+`cifar_resnet_small`). The course models' shared behaviour - initialization, L2
+regularization, the backward tape, moving between backends, locating non-finite layers -
+lives in `Model` (base).
 """
 
 from .base import Model, init_scale
 from .cnn import ConvNet, ThreeLayerConvNet
 from .fc_net import FullyConnectedNet, TwoLayerNet
+from .resnet import cifar_resnet, cifar_resnet_small
 
 __all__ = ["ConvNet", "FullyConnectedNet", "Model", "ThreeLayerConvNet", "TwoLayerNet",
-           "init_scale"]
+           "cifar_resnet", "cifar_resnet_small", "init_scale"]
