@@ -36,6 +36,10 @@ Beyond the course (keyword-only arguments):
 - `patience`: stop after this many accuracy checks without a better validation accuracy.
 - `progress`: a tqdm bar with loss, accuracy, images/s and ETA (default: when `verbose`).
 - `seed`: `dualnet.seed(seed)` before anything else, for exactly reproducible CPU runs.
+- `on_check`: a callable `on_check(solver)`, called after each accuracy check once its
+  histories are recorded and its checkpoint written (`solver.epoch` is 0 for the check after
+  the first iteration). An exception it raises ends `train()`, as `dualnet.sweep` does to
+  prune a trial whose validation accuracy lags (`optuna.TrialPruned`).
 
 Reliability:
 
@@ -92,7 +96,7 @@ class Solver:
     def __init__(self, model, data, update_rule="sgd", optim_config=None, lr_decay=1.0,
                  batch_size=100, num_epochs=10, num_train_samples=1000, num_val_samples=None,
                  checkpoint_name=None, print_every=10, verbose=True, *, lr_schedule=None,
-                 patience=None, restore_best=True, progress=None, seed=None):
+                 patience=None, restore_best=True, progress=None, seed=None, on_check=None):
         if seed is not None:
             backend.seed(seed)
         self.model = model
@@ -134,6 +138,7 @@ class Solver:
         self.patience = patience
         self.restore_best = restore_best
         self.progress = verbose if progress is None else progress
+        self.on_check = on_check
         self._reset()
 
     def _reset(self):
@@ -321,6 +326,8 @@ class Solver:
                 last_good = self._state()
                 if check:
                     self._save(last_good, f"{self.checkpoint_name}_epoch_{self.epoch}.npz")
+                    if self.on_check is not None:
+                        self.on_check(self)
                 bar.update(self.batch_size)
                 bar.set_postfix(self._postfix(), refresh=False)
                 if stop:
