@@ -1,9 +1,10 @@
-"""The `dualnet` command: `dualnet train`, `dualnet doctor`, `dualnet bench`.
+"""The `dualnet` command: `dualnet train`, `dualnet sweep`, `dualnet doctor`, `dualnet bench`.
 
     dualnet train                                  # ConvNet on the bundled digits
     dualnet train --model fc --dataset cifar10 --epochs 5 --out runs/fc
     dualnet train --dataset folder:eyes/ --image-size 36x120 --grayscale
     dualnet train --resume runs/convnet-digits/checkpoint_epoch_3.npz
+    dualnet sweep --model fc --space "lr=1e-4:1e-2:log" "hidden=100,200" --trials 20
 
 Every user mistake (unknown name, missing data, unwritable output folder, corrupt
 checkpoint, unavailable backend) ends in one line on stderr and exit status 2 (bad command
@@ -42,6 +43,11 @@ DATASET_DEFAULTS = {
 
 class UsageError(Exception):
     """A mistake in what the user asked for; main() prints it as one line."""
+
+
+class CommandLineError(UsageError):
+    """A bad command line found after parsing (e.g. a sweep's space that does not fit its
+    model); main() prints it as one line and exits 2, as argparse does."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -172,8 +178,8 @@ def _model_spec(text: str) -> str:
                                      f"{', '.join(MODELS)}, or give FILE.py:FUNCTION")
 
 
-def _user_model(spec: str, input_dim, num_classes: int, reg: float):
-    """Call FUNCTION from FILE.py (the user's own code) to build a model for these inputs."""
+def _user_function(spec: str):
+    """FUNCTION from FILE.py for a 'FILE.py:FUNCTION' spec (this runs the user's file)."""
     import importlib.util
 
     path, _, function = spec.rpartition(":")
@@ -185,7 +191,14 @@ def _user_model(spec: str, input_dim, num_classes: int, reg: float):
     build = getattr(module, function, None)
     if not callable(build):
         raise UsageError(f"{path} defines no function {function!r}")
-    model = build(input_dim=tuple(input_dim), num_classes=num_classes)
+    return build
+
+
+def _user_model(spec: str, input_dim, num_classes: int, reg: float, options=None):
+    """Call FUNCTION from FILE.py (the user's own code) to build a model for these inputs;
+    `options` are more keyword arguments for it (a sweep's model hyperparameters)."""
+    build = _user_function(spec)
+    model = build(input_dim=tuple(input_dim), num_classes=num_classes, **(options or {}))
     if not (hasattr(model, "loss") and hasattr(model, "params")):
         raise UsageError(f"{spec} returned a {type(model).__name__}, not a model with "
                          "loss(X, y) and params (e.g. a dualnet.nn.Sequential)")
@@ -197,10 +210,11 @@ def _build_model(name: str, config: dict, num_classes: int, reg: float):
     from . import models
 
     if name not in MODELS:
-        return _user_model(name, config["input_dim"], num_classes, reg)
+        return _user_model(name, config["input_dim"], num_classes, reg, config.get("options"))
     cls = {"two-layer": models.TwoLayerNet, "fc": models.FullyConnectedNet,
            "three-layer": models.ThreeLayerConvNet, "convnet": models.ConvNet}[name]
-    return cls(**config, num_classes=num_classes, weight_scale="he", reg=reg,
+    # a sweep's config may set weight_scale; He initialization otherwise
+    return cls(**{"weight_scale": "he", **config}, num_classes=num_classes, reg=reg,
                dtype=np.float32)
 
 
@@ -244,7 +258,9 @@ def _choose_backend(name: str):
     return backend.current()
 
 
-def _train(args) -> int:
+def _train(args, model_options=None) -> int:
+    """`dualnet train`; `model_options` (from `dualnet sweep`, retraining its best trial)
+    changes the model's constructor config, see dualnet.sweep.presets."""
     from . import backend, checkpoint, vis
     from .solver import Solver
 
@@ -263,6 +279,10 @@ def _train(args) -> int:
     loaded = _load_data(args)
     input_dim, class_names = _input_dim(loaded), loaded["class_names"]
     config = _model_config(args.model, input_dim)
+    if model_options:
+        from .sweep.presets import configure
+
+        config = configure(args.model, config, model_options)
     model = _build_model(args.model, config, len(class_names), args.reg)
     solver = Solver(model, {k: loaded[k] for k in ("X_train", "y_train", "train", "X_val",
                                                    "y_val") if k in loaded},
@@ -341,6 +361,69 @@ def _write_outputs(out, args, solver, model, config, loaded, y_pred, test_acc,
             (out / "misclassified.png", "misclassified test images")]
 
 
+# -- sweep --------------------------------------------------------------------------------------
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _add_sweep_parser(commands) -> None:
+    """`dualnet sweep`'s options; the command is dualnet.sweep.command.run."""
+    sweep = commands.add_parser(
+        "sweep", help="search hyperparameters (Optuna), then retrain the best trial",
+        description="Run --trials trials of --epochs epochs each (Solver runs, pruned when "
+        "they lag), print the best, plot the search, and retrain the best on the full "
+        "training set into OUT/best as dualnet train does. Rerun the same command to "
+        "continue an interrupted sweep.")
+    sweep.add_argument("--model", type=_model_spec, default="convnet",
+                       help=f"{' | '.join(MODELS)} | FILE.py:FUNCTION (FUNCTION receives "
+                       "the model hyperparameters as keyword arguments)")
+    sweep.add_argument("--dataset", type=_dataset_spec, default="digits",
+                       help="digits | cifar10 | cifar100 | cifar100-coarse | folder:PATH")
+    sweep.add_argument("--space", nargs="+", metavar="NAME=SPEC",
+                       help="e.g. lr=1e-4:1e-2:log reg=0:1e-2 hidden=100,200 "
+                       "optimizer=sgd_momentum (fixed); default: the model's space")
+    sweep.add_argument("--trials", type=_at_least_one, default=20)
+    sweep.add_argument("--epochs", type=_at_least_one,
+                       help="epochs per trial and for the retraining (default: the "
+                       "dataset's, as dualnet train)")
+    sweep.add_argument("--workers", type=_at_least_one, default=1,
+                       help="parallel processes on this machine")
+    sweep.add_argument("--out", help="output folder (default runs/sweep-MODEL-DATASET)")
+    sweep.add_argument("--storage", metavar="URL",
+                       help="database shared by several machines, e.g. "
+                       "postgresql+psycopg://user:password@host/db (default: the journal "
+                       "file OUT/study.journal)")
+    sweep.add_argument("--study-name", default="dualnet-sweep",
+                       help="the study's name in the storage")
+    sweep.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
+    sweep.add_argument("--pruner", choices=("median", "asha", "none"), default="median")
+    sweep.add_argument("--subset", type=_at_least_one, metavar="N",
+                       help="search on the first N training images; retrain on all")
+    sweep.add_argument("--seed", type=int, default=0, help="trial k is seeded with SEED + k")
+    sweep.add_argument("--backend", choices=BACKENDS, default="auto")
+    sweep.add_argument("--no-retrain", action="store_true",
+                       help="stop after the search")
+    sweep.add_argument("--data-dir", help="as for dualnet train")
+    sweep.add_argument("--no-download", action="store_true", help="as for dualnet train")
+    sweep.add_argument("--image-size", type=_image_size, metavar="HxW",
+                       help="folder datasets, as for dualnet train")
+    sweep.add_argument("--grayscale", action="store_true", help="folder datasets: 1 channel")
+    sweep.add_argument("--labels", metavar="FILE", help="folder datasets: a labels file")
+    sweep.set_defaults(func=_sweep)
+
+
+def _sweep(args) -> int:
+    from .sweep.command import run
+
+    return run(args)
+
+
 # -- doctor and bench -------------------------------------------------------------------------
 def _doctor(args) -> int:
     from .doctor import doctor
@@ -409,6 +492,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--labels", metavar="FILE",
                        help="folder datasets: a labels file instead of class sub-folders")
     train.set_defaults(func=_train)
+    _add_sweep_parser(commands)
 
     commands.add_parser("doctor", help="report versions, backends and why any is missing"
                         ).set_defaults(func=_doctor)
@@ -440,7 +524,7 @@ def main(argv=None) -> int:
         lines = str(exc).strip().splitlines() or [type(exc).__name__]
         more = " (DUALNET_DEBUG=1 shows the rest)" if len(lines) > 1 else ""
         print(f"dualnet: error: {lines[0]}{more}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, CommandLineError) else 1
 
 
 if __name__ == "__main__":
