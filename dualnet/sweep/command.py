@@ -95,8 +95,9 @@ def run(args) -> int:
 
 
 def _print_header(args, sweep: Sweep, epochs: int) -> None:
+    plural = "s" if sweep.threads > 1 else ""
     workers = "1 worker" if sweep.workers == 1 else \
-        f"{sweep.workers} workers x {sweep.threads} BLAS/OpenMP threads"
+        f"{sweep.workers} workers x {sweep.threads} BLAS/OpenMP thread{plural}"
     subset = f" (first {args.subset} training images)" if args.subset else ""
     print(f"dualnet sweep: {args.model} on {args.dataset}{subset}, {sweep.trials} trials of "
           f"{epochs} epochs, {workers}, backend {sweep.backend}, {args.sampler} sampler, "
