@@ -78,6 +78,35 @@ def test_the_same_command_again_finds_the_sweep_done(six_trials, capsys):
     assert len(json.loads((out / "trials.json").read_text())["trials"]) == 6
 
 
+USER_MODEL = """
+from dualnet import nn
+
+
+def build(input_dim, num_classes, width=16):
+    C, H, W = input_dim
+    return nn.Sequential(nn.Flatten(), nn.Linear(C * H * W, width), nn.ReLU(),
+                         nn.Linear(width, num_classes))
+"""
+
+
+def test_a_model_of_your_own_gets_its_hyperparameters_in_trials_and_retraining(tmp_path,
+                                                                               capsys):
+    source = tmp_path / "net.py"
+    source.write_text(USER_MODEL)
+    argv = ["sweep", "--model", f"{source}:build", "--trials", "2", "--epochs", "1",
+            "--out", str(tmp_path / "out")]
+    assert main([*argv, "--space", "depth=1,2"]) == 2
+    assert_one_line_error(capsys, f"model {source}:build has no hyperparameter 'depth'",
+                          "width")
+    assert main([*argv, "--space", "lr=1e-3:1e-2:log", "width=8,32"]) == 0
+    best = json.loads((tmp_path / "out" / "trials.json").read_text())["best"]
+    folder = tmp_path / "out" / f"best-trial-{best['number']}"
+    history = json.loads((folder / "history.json").read_text())
+    assert history["best_val_accuracy"] == best["value"]
+    with np.load(folder / "model.npz") as saved:
+        assert saved["params/1.weight"].shape == (64, best["params"]["width"])
+
+
 def test_ctrl_c_then_the_same_command_loses_no_trial(tmp_path):
     out = tmp_path / "sweep"
     argv = ["sweep", "--model", "fc", "--trials", "10", "--epochs", "6", "--workers", "2",
@@ -95,6 +124,7 @@ def test_ctrl_c_then_the_same_command_loses_no_trial(tmp_path):
             study = optuna.load_study(study_name="dualnet-sweep",
                                       storage=open_storage(journal))
             complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert process.poll() is None, process.communicate()[1]
     os.killpg(process.pid, signal.SIGINT)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130, err
