@@ -378,7 +378,7 @@ def _add_sweep_parser(commands) -> None:
         "sweep", help="search hyperparameters (Optuna), then retrain the best trial",
         description="Run --trials trials of --epochs epochs each (Solver runs, pruned when "
         "they lag), print the best, plot the search, and retrain the best on the full "
-        "training set into OUT/best as dualnet train does. Rerun the same command to "
+        "training set into OUT/best-trial-K as dualnet train does. Rerun the same command to "
         "continue an interrupted sweep.")
     sweep.add_argument("--model", type=_model_spec, default="convnet",
                        help=f"{' | '.join(MODELS)} | FILE.py:FUNCTION (FUNCTION receives "

@@ -49,6 +49,14 @@ def test_trials_report_each_epoch_and_keep_their_seed(digits, tmp_path):
     assert "val_acc" in table and "hidden" in table
 
 
+@pytest.mark.parametrize("sampler, pruner", [("random", "asha"), ("tpe", "none")])
+def test_every_named_sampler_and_pruner_runs(digits, sampler, pruner):
+    sweep = _sweep(digits, sampler=sampler, pruner=pruner, trials=2)
+    assert len(sweep.run().trials) == 2
+    expected = {"random": optuna.samplers.RandomSampler, "tpe": optuna.samplers.TPESampler}
+    assert isinstance(sweep.study.sampler, expected[sampler])
+
+
 def test_pruning_stops_a_lagging_trial(digits):
     # two good trials set the median; the third learns nothing (lr 1e-7) and must stop
     # after its first epoch of four
