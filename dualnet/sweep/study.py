@@ -321,9 +321,6 @@ class Sweep:
             except FloatingPointError as exc:
                 trial.set_user_attr("diverged", _one_line(exc)[:500])
                 raise
-            except KeyboardInterrupt:
-                trial.set_user_attr("interrupted", True)
-                raise
         return float(solver.best_val_acc)
 
     def _work(self, study: optuna.Study, lock, on_trial=None) -> None:
@@ -339,9 +336,13 @@ class Sweep:
 
             def objective(trial):
                 nonlocal held
-                lock.release()
-                held = False
-                return self._objective(trial)
+                try:
+                    lock.release()
+                    held = False
+                    return self._objective(trial)
+                except KeyboardInterrupt:  # Ctrl-C, wherever in the trial it landed
+                    trial.set_user_attr("interrupted", True)
+                    raise
 
             try:
                 if _count(study, running=True) >= self.trials:
@@ -395,7 +396,7 @@ class Sweep:
             while any(p.is_alive() for p in processes):
                 multiprocessing.connection.wait([p.sentinel for p in processes], timeout=0.5)
                 _update(bar, study)
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C, or this process failing: no worker outlives it
             _stop(processes)
             raise
         _update(bar, study)
@@ -410,8 +411,11 @@ class Sweep:
 
     @contextlib.contextmanager
     def _exclusive_journal(self, study):
-        """Hold an exclusive flock on the journal file (when the storage is one); mark the
-        trials an earlier, killed run left RUNNING as failed ('interrupted')."""
+        """Hold an exclusive flock on the journal file (when the storage is one). While it
+        is held, every RUNNING trial in the journal belongs to this run: those found at the
+        start were left by an earlier, killed run, and those found at the end by a worker
+        stopped at an unlucky moment (Ctrl-C while Optuna records a trial's end); both are
+        marked failed ('interrupted')."""
         if fcntl is None or self.storage is None or "://" in str(self.storage):
             yield
             return
@@ -421,14 +425,11 @@ class Sweep:
             except BlockingIOError:
                 raise ValueError(f"Sweep: another sweep is running on {self.storage}; wait "
                                  "for it or use another storage") from None
-            storage = study._storage
-            for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                # _trial_id: the storage's key for the trial (FrozenTrial has no public one)
-                storage.set_trial_user_attr(stale._trial_id, "interrupted", True)
-                storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
             try:
+                _fail_running(study)
                 yield
             finally:
+                _fail_running(study)
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def __getstate__(self):
@@ -465,8 +466,9 @@ class Sweep:
         for t in self.study.get_trials(deepcopy=False):
             seconds = (t.datetime_complete - t.datetime_start).total_seconds() \
                 if t.datetime_complete and t.datetime_start else None
-            failure = t.user_attrs.get("diverged") or \
-                ("interrupted" if t.user_attrs.get("interrupted") else None)
+            # a failed trial that did not diverge was cut short (Ctrl-C, a killed process)
+            failure = t.user_attrs.get("diverged", "interrupted") \
+                if t.state == TrialState.FAIL else None
             out.append({"number": t.number, "state": t.state.name.lower(), "value": t.value,
                         "params": t.params, "seed": t.user_attrs.get("seed"),
                         "val_acc_per_epoch": {str(k): v for k, v in
@@ -521,6 +523,16 @@ def _model_label(model) -> str:
 
 def _show(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _fail_running(study: optuna.Study) -> None:
+    """Mark the study's RUNNING trials failed ('interrupted'); only for trials known to have
+    no live process (see Sweep._exclusive_journal)."""
+    storage = study._storage  # the study's own storage object; Study has no public handle
+    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        # _trial_id: the storage's key for the trial (FrozenTrial has no public one)
+        storage.set_trial_user_attr(stale._trial_id, "interrupted", True)
+        storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
 
 
 def _count(study: optuna.Study, running: bool = False) -> int:
