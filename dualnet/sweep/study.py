@@ -49,13 +49,9 @@ import contextlib
 import copy
 import io
 import multiprocessing
-import multiprocessing.connection
 import os
-import signal
-import sys
 import tempfile
 import threading
-import time
 import warnings
 
 import numpy as np
@@ -67,64 +63,14 @@ from .. import backend as backends
 from . import trial as trial_module
 from .presets import default_space, model_hyperparameters
 from .space import SOLVER_HYPERPARAMETERS, Choice, Range, SpaceError, format_dimension, parse_space
-
-try:  # POSIX; elsewhere a journal file is used without the exclusive lock
-    import fcntl
-except ImportError:  # pragma: no cover (Windows)
-    fcntl = None
+from .storage import exclusive_journal, is_journal, one_line, open_storage
+from .workers import cores, run_workers
 
 __all__ = ["Sweep", "open_storage", "SAMPLERS", "PRUNERS"]
 
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("median", "asha", "none")
 _SETTINGS_ATTR = "dualnet_settings"
-# seconds between a database worker's heartbeats, and before a silent one's trial is failed
-_HEARTBEAT_S, _GRACE_S = 60, 180
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
-def open_storage(storage):
-    """An Optuna storage for `storage`.
-
-    Args:
-        storage: None (in memory, this process only), a database URL ('sqlite:///f.db',
-            'postgresql+psycopg://user:pw@host/db', ...; Optuna's RDBStorage with heartbeats),
-            or the path of a journal file (created when missing; its folder must exist).
-
-    Raises:
-        ValueError: 'Sweep: cannot open storage ...' with the reason (the URL's password
-            hidden) when it cannot be opened.
-    """
-    if storage is None:
-        return optuna.storages.InMemoryStorage()
-    text = str(storage)
-    try:
-        if "://" in text:
-            with warnings.catch_warnings():  # heartbeats are marked experimental
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(text, heartbeat_interval=_HEARTBEAT_S,
-                                                  grace_period=_GRACE_S)
-        backend = optuna.storages.journal.JournalFileBackend(
-            text, lock_obj=optuna.storages.journal.JournalFileOpenLock(text))
-        return optuna.storages.JournalStorage(backend)
-    except Exception as exc:  # drivers, parsers and servers raise many kinds; all end here
-        raise ValueError(f"Sweep: cannot open storage {_hide_password(text)}: "
-                         f"{type(exc).__name__}: {_one_line(exc)}") from exc
-
-
-def _hide_password(url: str) -> str:
-    if "://" not in url:
-        return url
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not even parseable: show only the scheme
-        return url.split("://", 1)[0] + "://..."
 
 
 class Sweep:
@@ -196,7 +142,7 @@ class Sweep:
         self.storage, self.study_name = storage, study_name
         self.sampler, self.pruner = sampler, pruner
         self.seed, self.backend, self.progress = int(seed), backend, progress
-        self.threads = threads or max(1, _cores() // self.workers)
+        self.threads = threads or max(1, cores() // self.workers)
         self.settings = dict(settings or {})
         self._study = None
         self._loaded = None
@@ -319,7 +265,7 @@ class Sweep:
                     self.model, self._loaded_data(), hyperparameters, self.epochs, seed,
                     on_check=report, checkpoint_name=os.path.join(scratch, "solver"))
             except FloatingPointError as exc:
-                trial.set_user_attr("diverged", _one_line(exc)[:500])
+                trial.set_user_attr("diverged", one_line(exc)[:500])
                 raise
         return float(solver.best_val_acc)
 
@@ -366,7 +312,9 @@ class Sweep:
             RuntimeError: a worker process failed (its error is in the message).
         """
         study = self.study
-        with self._exclusive_journal(study), _quiet_optuna():
+        journal = exclusive_journal(self.storage, study) if is_journal(self.storage) else \
+            contextlib.nullcontext()
+        with journal, _quiet_optuna():
             bar = tqdm(total=self.trials, initial=min(_count(study), self.trials),
                        unit="trial", desc="sweep", disable=not self.progress,
                        dynamic_ncols=True)
@@ -374,7 +322,7 @@ class Sweep:
                 if self.workers == 1:
                     self._in_this_process(study, bar)
                 else:
-                    self._in_workers(study, bar)
+                    run_workers(self, lambda: _update(bar, study))
             finally:
                 bar.close()
         return study
@@ -383,54 +331,6 @@ class Sweep:
         if self.backend is not None:
             backends.use(self.backend)
         self._work(study, threading.Lock(), on_trial=lambda s: _update(bar, s))
-
-    def _in_workers(self, study, bar):
-        context = multiprocessing.get_context("spawn")  # fork is unsafe with BLAS threads
-        lock, errors = context.Lock(), context.SimpleQueue()
-        processes = [context.Process(target=_worker, args=(self, k, lock, errors),
-                                     name=f"dualnet-sweep-worker-{k}", daemon=True)
-                     for k in range(self.workers)]
-        for process in processes:
-            process.start()
-        try:
-            while any(p.is_alive() for p in processes):
-                multiprocessing.connection.wait([p.sentinel for p in processes], timeout=0.5)
-                _update(bar, study)
-        except BaseException:  # Ctrl-C, or this process failing: no worker outlives it
-            _stop(processes)
-            raise
-        _update(bar, study)
-        failures = []
-        while not errors.empty():
-            failures.append(errors.get())
-        failures += [f"worker {k} ended with exit status {p.exitcode}"
-                     for k, p in enumerate(processes) if p.exitcode not in (0, None)
-                     and not any(f.startswith(f"worker {k}:") for f in failures)]
-        if failures:
-            raise RuntimeError(f"Sweep: {failures[0]}")
-
-    @contextlib.contextmanager
-    def _exclusive_journal(self, study):
-        """Hold an exclusive flock on the journal file (when the storage is one). While it
-        is held, every RUNNING trial in the journal belongs to this run: those found at the
-        start were left by an earlier, killed run, and those found at the end by a worker
-        stopped at an unlucky moment (Ctrl-C while Optuna records a trial's end); both are
-        marked failed ('interrupted')."""
-        if fcntl is None or self.storage is None or "://" in str(self.storage):
-            yield
-            return
-        with open(self.storage, "rb") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ValueError(f"Sweep: another sweep is running on {self.storage}; wait "
-                                 "for it or use another storage") from None
-            try:
-                _fail_running(study)
-                yield
-            finally:
-                _fail_running(study)
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def __getstate__(self):
         """What a worker process receives: no open study; no loaded data when it can load
@@ -525,16 +425,6 @@ def _show(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _fail_running(study: optuna.Study) -> None:
-    """Mark the study's RUNNING trials failed ('interrupted'); only for trials known to have
-    no live process (see Sweep._exclusive_journal)."""
-    storage = study._storage  # the study's own storage object; Study has no public handle
-    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        # _trial_id: the storage's key for the trial (FrozenTrial has no public one)
-        storage.set_trial_user_attr(stale._trial_id, "interrupted", True)
-        storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
-
-
 def _count(study: optuna.Study, running: bool = False) -> int:
     """Trials that count toward the target: complete, pruned and diverged ones (and running
     ones when `running`); interrupted trials do not (they are run again)."""
@@ -557,42 +447,3 @@ def _update(bar, study) -> None:
         bar.refresh()
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def _worker(sweep: Sweep, index: int, lock, errors) -> None:
-    """A worker process: limit its threads, then run trials until the study has enough."""
-    from threadpoolctl import threadpool_limits
-
-    try:
-        if sweep.backend is not None:
-            backends.use(sweep.backend)
-        backends.get("numpy")  # loads the compiled kernels, so that their OpenMP is limited
-        threadpool_limits(limits=sweep.threads)
-        optuna.logging.set_verbosity(optuna.logging.ERROR)
-        sweep._work(sweep._open_study(worker=index), lock)
-    except KeyboardInterrupt:  # Optuna has marked the trial failed; the parent reports
-        sys.exit(130)
-    except Exception as exc:
-        errors.put(f"worker {index}: {type(exc).__name__}: {_one_line(exc)}")
-        sys.exit(1)
-
-
-def _stop(processes) -> None:
-    """After Ctrl-C: give the workers (which got it too, from the terminal) a moment to mark
-    their trials; interrupt those that did not get it; end any still running after that."""
-    deadline = time.monotonic() + 5
-    for process in processes:
-        process.join(timeout=max(0.0, deadline - time.monotonic()))
-    for process in processes:
-        if process.is_alive():
-            os.kill(process.pid, signal.SIGINT)
-    deadline = time.monotonic() + 10
-    for process in processes:
-        process.join(timeout=max(0.0, deadline - time.monotonic()))
-        if process.is_alive():
-            process.terminate()
