@@ -40,6 +40,10 @@ Beyond the course (keyword-only arguments):
 - `patience`: stop after this many accuracy checks without a better validation accuracy.
 - `progress`: a tqdm bar with loss, accuracy, images/s and ETA (default: when `verbose`).
 - `seed`: `dualnet.seed(seed)` before anything else, for exactly reproducible CPU runs.
+- `on_check`: a callable `on_check(solver)`, called after each accuracy check once its
+  histories are recorded and its checkpoint written (`solver.epoch` is 0 for the check after
+  the first iteration). An exception it raises ends `train()`, as `dualnet.sweep` does to
+  prune a trial whose validation accuracy lags (`optuna.TrialPruned`).
 
 Every argument is checked at construction (`ValueError`/`TypeError` starting "Solver: "):
 positive batch size, epochs and sample counts, a learning rate >= 0, lr_decay > 0, X and y
@@ -141,7 +145,8 @@ class Solver:
                  batch_size=100, num_epochs=10, num_train_samples=1000, num_val_samples=None,
                  checkpoint_name=None, print_every=10, verbose=True, *, lr_schedule=None,
                  patience=None, restore_best=True, progress=None, seed=None,
-                 divergence=(10.0, 10), keep_checkpoints=None, augment=None):
+                 divergence=(10.0, 10), keep_checkpoints=None, augment=None,
+                 on_check=None):
         if seed is not None:
             backend.seed(seed)
         self.model = model
@@ -186,6 +191,7 @@ class Solver:
                             f"got {type(augment).__name__}")
         self.augment = augment
         self.progress = verbose if progress is None else progress
+        self.on_check = on_check
         self._reset()
 
     def _reset(self):
@@ -407,6 +413,8 @@ class Solver:
                 if check:
                     self._save(last_good, f"{self.checkpoint_name}_epoch_{self.epoch}.npz")
                     self._prune_checkpoints()
+                    if self.on_check is not None:
+                        self.on_check(self)
                 bar.update(self.batch_size)
                 bar.set_postfix(self._postfix(), refresh=False)
                 if stop:

@@ -138,6 +138,22 @@ def test_early_stopping():
     assert len(solver.loss_history) == 2 * 4
 
 
+def test_on_check_sees_each_check_and_its_exception_ends_training():
+    seen = []
+
+    def on_check(solver):
+        seen.append((solver.epoch, solver.iteration, len(solver.val_acc_history)))
+        if solver.epoch == 2:
+            raise StopIteration("enough")
+
+    solver = _solver(CourseStyleSoftmax(), batch_size=10, num_epochs=5, on_check=on_check)
+    with pytest.raises(StopIteration, match="enough"):
+        solver.train()
+    # after the first iteration, then at the end of epochs 1 and 2 (4 iterations each)
+    assert seen == [(0, 1, 1), (1, 4, 2), (2, 8, 3)]
+    assert len(solver.loss_history) == 8
+
+
 def test_seed_makes_runs_identical():
     histories = []
     for disturb in (0, 5):
