@@ -72,8 +72,8 @@ def build_model(name: str, config: dict, num_classes: int, reg: float):
     if name not in MODELS:
         return user_model(name, config["input_dim"], num_classes, reg, config.get("options"))
     if name in resnet.PRESETS:
-        return resnet.PRESETS[name](input_dim=tuple(config["input_dim"]),
-                                           num_classes=num_classes, reg=reg, dtype=np.float32)
+        return resnet.PRESETS[name](**{**config, "input_dim": tuple(config["input_dim"])},
+                                    num_classes=num_classes, reg=reg, dtype=np.float32)
     cls = {"two-layer": fc_net.TwoLayerNet, "fc": fc_net.FullyConnectedNet,
            "three-layer": cnn.ThreeLayerConvNet, "convnet": cnn.ConvNet}[name]
     # a sweep's config may set weight_scale; He initialization otherwise

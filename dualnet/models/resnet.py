@@ -90,11 +90,12 @@ def cifar_resnet(input_dim=(3, 32, 32), num_classes=10, widths=(64, 128, 256),
     return nn.Sequential(**children, reg=reg)
 
 
-def cifar_resnet_small(input_dim=(3, 32, 32), num_classes=10, reg=0.0, dtype=np.float32):
+def cifar_resnet_small(input_dim=(3, 32, 32), num_classes=10, dropout=0.3, reg=0.0,
+                       dtype=np.float32):
     """The same design at 16/32/64 channels with one block per stage: about 1/30 of the
     work, for a 2-core CPU (and for tests)."""
     return cifar_resnet(input_dim, num_classes, widths=(16, 32, 64), blocks=(1, 1, 1),
-                        reduction=4, dropout=0.3, reg=reg, dtype=dtype)
+                        reduction=4, dropout=dropout, reg=reg, dtype=dtype)
 
 
 #: The presets `dualnet train --model NAME` builds, by name.

@@ -7,7 +7,7 @@ model hyperparameters change that config:
 ===============  ============================  =============================================
 preset           hyperparameter                config change
 ===============  ============================  =============================================
-every preset     ``weight_scale``              init std (a number) or 'he' / 'xavier'
+course presets   ``weight_scale``              init std (a number) or 'he' / 'xavier'
 two-layer        ``hidden``                    hidden_dim
 fc               ``hidden``, ``layers``        hidden_dims = [hidden] * layers
 fc               ``dropout_keep_ratio``        probability of keeping a unit (1: no dropout)
@@ -17,6 +17,8 @@ three-layer      ``filters``, ``filter_size``, num_filters, filter_size, hidden_
                  ``hidden``
 convnet          ``filters``                   first stage's filters, doubled per stage
 convnet          ``hidden``                    one hidden affine layer of this size (0: none)
+cifar-resnet*    ``dropout``                   drop probability before the classifier
+                                               (both cifar-resnet presets)
 ===============  ============================  =============================================
 
 A model of your own (`FILE.py:FUNCTION`, or a callable in Python) receives its
@@ -71,6 +73,8 @@ PRESET_HYPERPARAMETERS: dict[str, dict[str, Callable[[dict, Any], None]]] = {
                     "hidden": _setter("hidden_dim", int), **_WEIGHT_SCALE},
     "convnet": {"filters": _convnet_filters, "hidden": _convnet_hidden,
                 "normalization": _setter("normalization"), **_WEIGHT_SCALE},
+    "cifar-resnet": {"dropout": _setter("dropout", float)},
+    "cifar-resnet-small": {"dropout": _setter("dropout", float)},
 }
 
 #: Searched when no space is given: the course's learning rate and regularization on a log
@@ -81,6 +85,8 @@ DEFAULT_SPACES = {
     "fc": {**_SOLVER_SPACE, "hidden": "64,128,256", "dropout_keep_ratio": "0.5:1"},
     "three-layer": {**_SOLVER_SPACE, "filters": "16,32", "hidden": "100,200"},
     "convnet": {**_SOLVER_SPACE, "filters": "16,32"},
+    "cifar-resnet": {"lr": "1e-4:3e-3:log", "dropout": "0:0.5"},
+    "cifar-resnet-small": {"lr": "1e-4:3e-3:log", "dropout": "0:0.5"},
 }
 
 

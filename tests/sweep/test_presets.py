@@ -67,6 +67,15 @@ def test_weight_scale_replaces_he_initialization():
     assert _model("two-layer", DIGITS).params["W1"].std() == pytest.approx(he, rel=0.1)
 
 
+@pytest.mark.parametrize("name", ["cifar-resnet", "cifar-resnet-small"])
+def test_the_challenge_presets_take_their_dropout(name):
+    np.random.seed(0)
+    net = _model(name, DIGITS, dropout=0.1)
+    dropout = dict(dict(net.children())["head"].children())["dropout"]
+    assert dropout.p == 0.1
+    assert model_hyperparameters(name) == ("dropout",)
+
+
 def test_a_model_of_your_own_keeps_its_options_in_the_config():
     config = configure("net.py:build", {"input_dim": [1, 8, 8], "source": "net.py:build"},
                        {"width": 3})
