@@ -74,20 +74,7 @@ def _model_spec(text: str) -> str:
                                      f"{', '.join(MODELS)}, or give FILE.py:FUNCTION")
 
 
-# -- train ------------------------------------------------------------------------------------
-
-
 # -- sweep --------------------------------------------------------------------------------------
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
-
-
 def _add_sweep_parser(commands) -> None:
     """`dualnet sweep`'s options; the command is dualnet.sweep.command.run."""
     sweep = commands.add_parser(
@@ -104,11 +91,11 @@ def _add_sweep_parser(commands) -> None:
     sweep.add_argument("--space", nargs="+", metavar="NAME=SPEC",
                        help="e.g. lr=1e-4:1e-2:log reg=0:1e-2 hidden=100,200 "
                        "optimizer=sgd_momentum (fixed); default: the model's space")
-    sweep.add_argument("--trials", type=_at_least_one, default=20)
-    sweep.add_argument("--epochs", type=_at_least_one,
+    sweep.add_argument("--trials", type=_count, default=20)
+    sweep.add_argument("--epochs", type=_count,
                        help="epochs per trial and for the retraining (default: the "
                        "dataset's, as dualnet train)")
-    sweep.add_argument("--workers", type=_at_least_one, default=1,
+    sweep.add_argument("--workers", type=_count, default=1,
                        help="parallel processes on this machine")
     sweep.add_argument("--out", help="output folder (default runs/sweep-MODEL-DATASET)")
     sweep.add_argument("--storage", metavar="URL",
@@ -119,7 +106,7 @@ def _add_sweep_parser(commands) -> None:
                        help="the study's name in the storage")
     sweep.add_argument("--sampler", choices=("tpe", "random"), default="tpe")
     sweep.add_argument("--pruner", choices=("median", "asha", "none"), default="median")
-    sweep.add_argument("--subset", type=_at_least_one, metavar="N",
+    sweep.add_argument("--subset", type=_count, metavar="N",
                        help="search on the first N training images; retrain on all")
     sweep.add_argument("--seed", type=int, default=0, help="trial k is seeded with SEED + k")
     sweep.add_argument("--backend", choices=BACKENDS, default="auto")

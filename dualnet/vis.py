@@ -21,7 +21,7 @@ from . import backend
 
 __all__ = [
     "visualize_grid", "plot_filters", "plot_training_curves", "confusion_matrix",
-    "plot_confusion_matrix", "plot_misclassified",
+    "plot_confusion_matrix", "plot_misclassified", "save_figure",
 ]
 
 
@@ -52,7 +52,8 @@ def visualize_grid(Xs, ubound=255.0, padding=1):
     return grid
 
 
-def _save(fig: Figure, path) -> Figure:
+def save_figure(fig: Figure, path) -> Figure:
+    """Write `fig` as a PNG to `path` (nothing when None); returns `fig`."""
     if path is not None:
         fig.savefig(path, dpi=fig.dpi, bbox_inches="tight")
     return fig
@@ -76,7 +77,7 @@ def plot_filters(W, path=None, title="first-layer filters") -> Figure:
         ax.imshow(grid, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(f"{title}: {W.shape[0]} x {W.shape[2]}x{W.shape[3]}")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 _HISTORY_KEYS = ("loss_history", "train_acc_history", "val_acc_history")
@@ -129,7 +130,7 @@ def plot_training_curves(runs, path=None, title=None, smooth=None) -> Figure:
             ax.legend(fontsize="small")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
@@ -170,7 +171,7 @@ def plot_confusion_matrix(y_true, y_pred, class_names, path=None, title=None) ->
                         color="white" if rates[i, j] > 0.5 else "black")
     accuracy = np.trace(counts) / max(counts.sum(), 1)
     ax.set_title(title or f"confusion matrix (accuracy {accuracy:.1%})")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_misclassified(X, y_true, y_pred, class_names, path=None, max_images=36) -> Figure:
@@ -199,4 +200,4 @@ def plot_misclassified(X, y_true, y_pred, class_names, path=None, max_images=36)
     shown = f"{len(wrong)} of {int((y_true != y_pred).sum())}"
     ax.set_title(f"misclassified ({shown} shown; true -> predicted)" if len(wrong)
                  else "no misclassified images", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)

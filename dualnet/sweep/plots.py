@@ -14,6 +14,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from ..vis import save_figure
+
 __all__ = ["plot_history", "plot_hyperparameters"]
 
 _STYLE = {"complete": {"marker": "o", "color": "C0", "label": "complete"},
@@ -32,12 +34,6 @@ def _outcome(record: dict) -> tuple[str, float] | None:
     if record["state"] == "fail" and record.get("failure") not in (None, "interrupted"):
         return "diverged", 0.0
     return None
-
-
-def _save(fig: Figure, path) -> Figure:
-    if path is not None:
-        fig.savefig(path, dpi=fig.dpi, bbox_inches="tight")
-    return fig
 
 
 def plot_history(records, path=None, title="sweep") -> Figure:
@@ -66,7 +62,7 @@ def plot_history(records, path=None, title="sweep") -> Figure:
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small", loc="best")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_hyperparameters(records, space: dict, path=None, title="sweep") -> Figure:
@@ -119,4 +115,4 @@ def plot_hyperparameters(records, space: dict, path=None, title="sweep") -> Figu
                    ncol=len(handles), bbox_to_anchor=(0.5, -0.02))
     fig.suptitle(f"{title}: accuracy against each hyperparameter")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return _save(fig, path)
+    return save_figure(fig, path)
