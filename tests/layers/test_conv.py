@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dualnet import backend
 from dualnet.gradient_check import eval_numerical_gradient_array, rel_error
 from dualnet.layers import (
     conv_backward_fast,
@@ -255,10 +256,17 @@ def grouped_geometry(draw):
     return (draw(st.integers(1, 3)), C, H, W), (F, C // groups, HH, WW), stride, pad, groups
 
 
-@settings(max_examples=60, deadline=None)
+@pytest.mark.parametrize("name", [n for n in backend.available() if n != "cupy"])
+@settings(max_examples=40, deadline=None)
 @given(geometry=grouped_geometry(), dtype=st.sampled_from([np.float64, np.float32]),
        seed=st.integers(0, 2**31 - 1))
-def test_grouped_fast_equals_naive_with_the_floor_rule(geometry, dtype, seed):
+def test_grouped_fast_equals_naive_with_the_floor_rule(name, geometry, dtype, seed):
+    """On the numpy backend and on cuda-emu (conv.cu's kernels, for host arrays)."""
+    with backend.use(name):
+        _check_grouped_fast_against_naive(geometry, dtype, seed)
+
+
+def _check_grouped_fast_against_naive(geometry, dtype, seed):
     x_shape, w_shape, stride, pad, groups = geometry
     rng = np.random.RandomState(seed)
     x, w = rng.randn(*x_shape).astype(dtype), rng.randn(*w_shape).astype(dtype)
