@@ -46,7 +46,7 @@ Beyond the course (keyword-only arguments):
   prune a trial whose validation accuracy lags (`optuna.TrialPruned`).
 
 Every argument is checked at construction (`ValueError`/`TypeError` starting "Solver: "):
-positive batch size, epochs and sample counts, a learning rate >= 0, lr_decay > 0, X and y
+positive batch size, epochs and sample counts, a learning rate > 0, lr_decay > 0, X and y
 of equal lengths, an update rule that exists, optim_config keys that the chosen rule of
 `dualnet.optim` uses (its hyperparameters and its own state keys), and an existing,
 writable folder for `checkpoint_name`.
@@ -602,7 +602,7 @@ def _update_rule(rule):
 
 
 def _optim_config(rule_arg, rule, config) -> dict:
-    """A copy of optim_config, checked: a dict, learning_rate >= 0 and, for the rules of
+    """A copy of optim_config, checked: a dict, learning_rate > 0 and, for the rules of
     dualnet.optim, only keys the rule uses (hyperparameters and its own state, so a config
     taken from a checkpoint is accepted). A custom rule's keys are its own business."""
     if config is None:
@@ -610,9 +610,9 @@ def _optim_config(rule_arg, rule, config) -> dict:
     if not isinstance(config, dict):
         raise TypeError(f"Solver: optim_config must be a dict, got {type(config).__name__}")
     config = dict(config)
-    if "learning_rate" in config:  # 0 is allowed: it freezes the parameters (tests do that)
+    if "learning_rate" in config:
         _checks.number("Solver", "optim_config['learning_rate']", config["learning_rate"],
-                         at_least=0)
+                       above=0)
     name = rule_arg if isinstance(rule_arg, str) else getattr(rule, "__name__", None)
     if name in optim.UPDATE_RULES and getattr(optim, name) is rule:
         known = optim.config_keys(rule)

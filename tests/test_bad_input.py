@@ -179,8 +179,11 @@ REFUSALS = [
                  r"folder, which does not exist"),
     ("Solver negative learning rate",
      lambda: _solver(optim_config={"learning_rate": -1e-3}),
-     ValueError, r"Solver: optim_config\['learning_rate'\] must be a finite number and >= 0, "
+     ValueError, r"Solver: optim_config\['learning_rate'\] must be a finite number and > 0, "
                  r"got -0.001"),
+    ("Solver zero learning rate", lambda: _solver(optim_config={"learning_rate": 0}),
+     ValueError, r"Solver: optim_config\['learning_rate'\] must be a finite number and > 0, "
+                 r"got 0"),
     ("Solver misspelled optim_config key", lambda: _solver(optim_config={"lr": 1e-3}),
      ValueError, r"Solver: optim_config key\(s\) 'lr' are not used by update rule 'sgd', which "
                  r"knows learning_rate"),
@@ -214,7 +217,7 @@ REFUSALS = [
     ("GroupNorm eps -1", lambda: nn.GroupNorm(2, 4, eps=-1e-5),
      ValueError, r"GroupNorm: eps must be a finite number and > 0, got -1e-05"),
     ("SGD lr -1", lambda: nn.SGD(nn.Linear(2, 2), lr=-1),
-     ValueError, r"SGD: lr must be a finite number and >= 0, got -1"),
+     ValueError, r"SGD: lr must be a finite number and > 0, got -1"),
     # -- data
     ("locate cifar10", lambda: locate("cifar10"),
      ValueError, r"locate: unknown dataset 'cifar10'; the known names are 'cifar-10', "

@@ -14,7 +14,7 @@ class Optimizer:
 
     def __init__(self, module, rule, **config):
         if "learning_rate" in config:
-            _checks.number(type(self).__name__, "lr", config["learning_rate"], at_least=0)
+            _checks.number(type(self).__name__, "lr", config["learning_rate"], above=0)
         self.module = module
         self.rule = rule
         self.configs = {name: dict(config) for name, _ in module.parameters()}
