@@ -5,7 +5,7 @@ The flat course names live in `dualnet.layers`; the backend registry in `dualnet
 `dualnet.models`, update rules in `dualnet.optim`, and the training loop is `Solver`.
 """
 
-# _tuning comes first: some of its settings only work before NumPy loads.
+# _tuning comes first: OMP_WAIT_POLICY must be set before the kernels load libgomp.
 from . import _tuning, backend, backends, layers, models, optim
 from .backend import seed
 from .solver import Solver

@@ -3,15 +3,12 @@
 Applied once, when `dualnet` is imported; `DUALNET_NO_TUNING=1` skips them all. Each one is
 a default: a value the user already set wins.
 
-- OpenBLAS's worker threads spin for ~0.1 s after every GEMM. On a 2-core machine that spin
-  takes the core the next OpenMP kernel (im2col, pooling) needs, which then runs at
-  single-thread speed. `OPENBLAS_THREAD_TIMEOUT=4` lets them sleep soon (measured: 12-23%
-  faster conv and training steps). OpenBLAS reads it when NumPy first loads, so it only
-  takes effect when dualnet is imported before numpy.
-- libgomp's idle OpenMP threads spin after each kernel, stealing the cores OpenBLAS needs
-  for the GEMM that follows (measured on 2 cores: a conv forward+backward 2-10x slower).
-  `OMP_WAIT_POLICY=PASSIVE` lets them sleep; libgomp reads it when the Cython extension
-  loads, which happens after this module runs.
+- libgomp's idle OpenMP threads spin after each kernel, stealing the cores that the matrix
+  product after it needs (measured on 2 cores: a conv forward+backward 2-10x slower).
+  `OMP_WAIT_POLICY=PASSIVE` lets them sleep; libgomp reads it when it is loaded, with the
+  Cython extension, after this module runs (unless something loaded it before dualnet).
+  The variable stays set in `os.environ`, so OpenMP runtimes loaded later and child
+  processes see it too.
 - glibc returns freed memory above 128 KiB (dynamically up to 32 MiB) to the system at once,
   so every large activation array of the next step faults its pages in again, zero-filled:
   measured 25-30% of a ThreeLayerConvNet training step at batch 128. Keeping freed heap
@@ -35,14 +32,24 @@ def apply() -> list[str]:
     """Apply the settings above; returns a line for each one now in force (for `doctor`)."""
     if os.environ.get("DUALNET_NO_TUNING"):
         return []
-    late = " (not in effect: numpy was imported before dualnet)" if "numpy" in sys.modules else ""
-    timeout = os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-    applied = [f"OPENBLAS_THREAD_TIMEOUT={timeout}{late}",
-               f"OMP_WAIT_POLICY={os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')}"]
+    late = (" (not in effect: libgomp was loaded before dualnet)" if _libgomp_loaded()
+            else "")
+    applied = [f"OMP_WAIT_POLICY={os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')}{late}"]
     if _keep_freed_memory():
         applied.append(f"glibc malloc keeps freed memory (mmap threshold "
                        f"{MMAP_THRESHOLD >> 20} MiB, trim threshold {TRIM_THRESHOLD >> 20} MiB)")
     return applied
+
+
+def _libgomp_loaded() -> bool:
+    """Whether the system's GNU OpenMP (libgomp.so, which the kernels built from source link)
+    is in this process already: it read OMP_WAIT_POLICY when it loaded. Wheels' renamed
+    copies (torch's libgomp-<hash>.so) are other runtimes. False where it cannot tell."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any("/libgomp.so" in line for line in maps)
+    except OSError:
+        return False
 
 
 def _keep_freed_memory() -> bool:

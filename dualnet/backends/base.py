@@ -25,6 +25,9 @@ class Backend:
     - `maxpool_forward(x (N, C, H, W), ph, pw, stride) -> out, argmax (N, C, Ho, Wo)`,
       argmax an int64 flat index into the (H, W) plane, first maximum on ties.
     - `avgpool_forward/backward` likewise, without argmax.
+    - `matmul(a (..., m, k), b (..., k, n), out=None) -> (..., m, n)`: every matrix product
+      the layers and algorithms compute (the numpy backend's keeps BLAS off its kernels'
+      cores, `dualnet._threads`).
     - `conv2d(x, w, b, stride, pad, Ho, Wo) -> out, ctx`, `conv2d_backward(dout, ctx, need_dx)
       -> dx, dw, db`: the convolution by the algorithm `conv_algorithm` picks among
       `conv_algorithms()` (`dualnet.backends.conv`); the base backend has the portable one.
@@ -74,6 +77,9 @@ class Backend:
         return self.asarray(gen.standard_normal(shape), dtype=dtype)
 
     # -- kernels (pure-xp reference unless a subclass accelerates them) ---------------
+    def matmul(self, a, b, out=None):
+        return self.xp.matmul(a, b, out=out)
+
     def im2col(self, x, HH, WW, pad, stride):
         return reference.im2col(self.xp, x, HH, WW, pad, stride)
 

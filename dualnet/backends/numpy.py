@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend
+from .. import _threads, backend
 from ..kernels import reference
 from . import conv, host_im2col, host_winograd
 from .base import Backend
@@ -97,6 +97,10 @@ class NumpyBackend(Backend):
         if built:
             return f"Cython kernels ({built[0]}), pure-NumPy for the rest ({self._ext_reason})"
         return f"pure-NumPy kernels ({self._ext_reason})"
+
+    def matmul(self, a, b, out=None):
+        """BLAS on one thread, large products split over dualnet's threads (`_threads`)."""
+        return _threads.matmul(a, b, out=out)
 
     # -- kernels: im2col and col2im take `out=`: im2col writes into any (N, K, P) array with a
     # contiguous last axis (the chunked im2col passes a transposed view of a (K, N, P) buffer),
