@@ -227,6 +227,35 @@ def test_blas_is_one_thread_while_a_layer_multiplies(monkeypatch):
     assert seen == [[1]]
 
 
+@needs_blas
+# a batch of 4: fused Winograd (library products only in the filter transforms); of 1: the
+# chunked paths, one library GEMM per chunk
+@pytest.mark.parametrize("algorithm, N", [("winograd", 4), ("winograd", 1), ("im2col", 1)])
+def test_blas_is_one_thread_through_a_convolution(monkeypatch, algorithm, N):
+    from dualnet.layers import conv, conv_backward_fast, conv_forward_fast
+
+    seen = []
+    real = np.matmul
+
+    def spy(a, b, out=None):
+        seen.append(sorted(set(_blas_threads().values())))
+        return real(a, b, out=out)
+
+    monkeypatch.setattr(np, "matmul", spy)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((N, 16, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((8, 16, 3, 3)).astype(np.float32)
+    old = conv.set_algorithm(algorithm)
+    try:
+        with threadpool_limits(2, user_api="blas"):
+            out, cache = conv_forward_fast(x, w, np.zeros(8, np.float32), {"stride": 1, "pad": 1})
+            conv_backward_fast(np.ones_like(out), cache)
+            assert set(_blas_threads().values()) == {2}
+    finally:
+        conv.set_algorithm(old)
+    assert seen and all(threads == [1] for threads in seen)
+
+
 def test_controller_sees_the_same_libraries_as_threadpoolctl():
     found = {lib.filepath for lib in _threads._blas_libraries()}
     assert found == {lib.filepath for lib in

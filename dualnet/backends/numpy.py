@@ -102,6 +102,16 @@ class NumpyBackend(Backend):
         """BLAS on one thread, large products split over dualnet's threads (`_threads`)."""
         return _threads.matmul(a, b, out=out)
 
+    # Every library product inside a convolution (the algorithms' GEMMs, the Winograd filter
+    # transforms) keeps BLAS on one thread, so BLAS's pool never wakes beside the kernels.
+    def conv2d(self, *args, **kwargs):
+        with _threads.blas_one_thread():
+            return super().conv2d(*args, **kwargs)
+
+    def conv2d_backward(self, *args, **kwargs):
+        with _threads.blas_one_thread():
+            return super().conv2d_backward(*args, **kwargs)
+
     # -- kernels: im2col and col2im take `out=`: im2col writes into any (N, K, P) array with a
     # contiguous last axis (the chunked im2col passes a transposed view of a (K, N, P) buffer),
     # col2im reads such an array and writes into a C-contiguous `out`.
