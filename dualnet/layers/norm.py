@@ -9,7 +9,7 @@ the step-by-step computational-graph form the course asks students to derive.
 
 from __future__ import annotations
 
-from .. import _checks
+from .. import _checks, backend
 
 
 def _standardize(xp, x, axes, eps):
@@ -52,23 +52,20 @@ def _batchnorm(layer, x, gamma, beta, bn_param, axes):
         running_mean = xp.zeros(C, dtype=x.dtype)
     if running_var is None:
         running_var = xp.zeros(C, dtype=x.dtype)
+    if mode == "train":
+        # the backend's kernel: statistics and normalization in few passes over x
+        out, mean, var, std = be.batchnorm_train(x, gamma, beta, eps)
+        bn_param["running_mean"] = momentum * running_mean + (1 - momentum) * mean
+        bn_param["running_var"] = momentum * running_var + (1 - momentum) * var
+        return out, {"mode": mode, "x": x, "mean": mean, "std": std, "gamma": gamma,
+                     "axes": axes}
     bshape = [1] * x.ndim
     bshape[1] = C
-    if mode == "train":
-        mean = x.mean(axis=axes, keepdims=True)
-        xc = x - mean
-        var = (xc * xc).mean(axis=axes, keepdims=True)
-        std = xp.sqrt(var + x.dtype.type(eps))
-        xhat = xc / std
-        bn_param["running_mean"] = momentum * running_mean + (1 - momentum) * mean.reshape(C)
-        bn_param["running_var"] = momentum * running_var + (1 - momentum) * var.reshape(C)
-    else:
-        std = xp.sqrt(running_var + x.dtype.type(eps)).reshape(bshape)
-        xc = x - running_mean.reshape(bshape)
-        xhat = xc / std
+    std = xp.sqrt(running_var + x.dtype.type(eps)).reshape(bshape)
+    xhat = (x - running_mean.reshape(bshape)) / std
     g = gamma.reshape(bshape)
     out = g * xhat + beta.reshape(bshape)
-    return out, {"mode": mode, "xhat": xhat, "xc": xc, "std": std, "gamma": g, "axes": axes}
+    return out, {"mode": mode, "xhat": xhat, "std": std, "gamma": g, "axes": axes}
 
 
 def _affine_grads(dout, cache):
@@ -80,10 +77,11 @@ def _affine_grads(dout, cache):
 
 
 def _batchnorm_backward_closed(dout, cache):
-    dgamma, dbeta, dxhat = _affine_grads(dout, cache)
     if cache["mode"] == "test":  # statistics were constants
+        dgamma, dbeta, dxhat = _affine_grads(dout, cache)
         return dxhat / cache["std"], dgamma, dbeta
-    return _standardize_backward(dxhat, cache["xhat"], cache["std"], cache["axes"]), dgamma, dbeta
+    return backend.of(dout).batchnorm_train_backward(dout, cache["x"], cache["mean"],
+                                                     cache["std"], cache["gamma"])
 
 
 def batchnorm_forward(x, gamma, beta, bn_param):
@@ -109,7 +107,9 @@ def batchnorm_backward(dout, cache):
     """
     if cache["mode"] == "test":
         return _batchnorm_backward_closed(dout, cache)
-    xhat, xc, std, gamma = cache["xhat"], cache["xc"], cache["std"], cache["gamma"]
+    std, gamma = cache["std"], cache["gamma"]
+    xc = cache["x"] - cache["mean"]
+    xhat = xc / std
     M = dout.shape[0]
     dbeta = dout.sum(axis=0)
     dgamma = (dout * xhat).sum(axis=0)
