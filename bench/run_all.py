@@ -3,10 +3,11 @@
     python bench/run_all.py                  # 5 rounds; also `dualnet bench`
     python bench/run_all.py --rounds 3 --repeat 5 --out bench/results/latest.json
 
-Method: every round starts one worker process per system (bench/worker.py), in alternating
-order, so that numpy's BLAS threads and torch's OpenMP threads never share a process and
-both systems see the same machine noise. Each worker imports numpy and matplotlib before
-dualnet or torch, as users' notebooks and scripts do. Each round also times the batch-50
+Method: every round times each row in a fresh worker process per system (bench/worker.py),
+the two systems back to back in alternating order, so that numpy's BLAS threads and torch's
+OpenMP threads never share a process and both systems see the same machine noise. Each
+worker imports numpy and matplotlib before dualnet or torch, as users' notebooks and
+scripts do. Each round also times the batch-50
 ThreeLayerConvNet step twice more: in a process that imports dualnet first (the import
 order must not matter), and inside a Jupyter kernel for each system (nbclient executing
 bench/train_step.ipynb; skipped without nbclient and ipykernel, the `bench` extra).
@@ -133,7 +134,8 @@ def _target_cell(row):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--repeat", type=int, default=7, help="timed iterations per worker")
+    parser.add_argument("--repeat", type=int, default=7,
+                        help="timed iterations per worker (at least; fast rows run more)")
     parser.add_argument("--no-naive", action="store_true",
                         help="skip timing the naive convolution (about 10 s)")
     parser.add_argument("--no-jupyter", action="store_true",
@@ -152,10 +154,14 @@ def main(argv=None):
     info = {}
     load_before = os.getloadavg()
     for r in range(args.rounds):
-        jobs = [(system, ("--naive",) if (r == 0 and system == "dualnet"
-                                          and not args.no_naive) else (), None)
-                for system in systems]
-        jobs = (jobs if r % 2 == 0 else jobs[::-1]) + _extra_jobs(systems, not jupyter_missing)
+        jobs = []
+        for i, work in enumerate(workloads.WORKLOADS):  # each row: its systems back to back
+            order = [s for s in systems if s in work.build]
+            jobs += [(s, ("--only", work.name), None) for s in (order if (r + i) % 2 == 0
+                                                                 else order[::-1])]
+        jobs += _extra_jobs(systems, not jupyter_missing)
+        if r == 0 and not args.no_naive:
+            jobs.append(("dualnet", ("--naive", "--only", workloads.NAIVE_CONV.name), None))
         for system, options, row_name in jobs:
             result = _worker(system, args.repeat, *options)
             if row_name is None:

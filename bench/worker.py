@@ -12,11 +12,11 @@ Jupyter kernel: nbclient executes `train_step.ipynb` beside this file, whose fir
 imports numpy and matplotlib with `%matplotlib inline`, and the notebook prints the times.
 
 Each workload first runs untimed, at least twice and for at least WARMUP_SECONDS (allocator
-and BLAS warm-up, kernel dispatch caches, the previous row's threads gone idle), then up to
-`--repeat` timed iterations (at least MIN_REPEAT, and no more once TIME_BUDGET seconds are
-spent: the residual network takes seconds per step); the median iteration time in seconds
-is reported. `run_all.py` starts one worker per system and round, so the systems never share
-a process.
+and BLAS warm-up, kernel dispatch caches, the previous row's threads gone idle), then
+`--repeat` timed iterations, more for fast rows (for at least MIN_TIMED_SECONDS), fewer for
+slow ones (at least MIN_REPEAT, none started after TIME_BUDGET seconds: the residual network
+takes seconds per step); the median iteration time in seconds is reported. `run_all.py`
+starts one worker per row, system and round, so the systems never share a process.
 """
 
 from __future__ import annotations
@@ -39,9 +39,12 @@ WARMUP = 2
 #: row inherits the thread pools of the row before it (a pool that spins after its last job
 #: would take a core from the next row's first iterations).
 WARMUP_SECONDS = 0.25
-#: Timed iterations stop after this many seconds once MIN_REPEAT of them ran.
+#: Timed iterations go on for at least MIN_TIMED_SECONDS (fast rows: many samples) and at
+#: most TIME_BUDGET seconds once MIN_REPEAT of them ran (the residual net takes seconds).
+MIN_TIMED_SECONDS = 0.5
 TIME_BUDGET = 6.0
 MIN_REPEAT = 3
+MAX_REPEAT = 1000
 NOTEBOOK = HERE / "train_step.ipynb"
 
 
@@ -53,8 +56,12 @@ def median_seconds(fn, repeat):
         warm += 1
     times = []
     start = time.perf_counter()
-    while len(times) < repeat and (len(times) < MIN_REPEAT
-                                   or time.perf_counter() - start < TIME_BUDGET):
+    while len(times) < MAX_REPEAT:
+        elapsed = time.perf_counter() - start
+        if len(times) >= MIN_REPEAT and elapsed >= TIME_BUDGET:
+            break
+        if len(times) >= repeat and elapsed >= MIN_TIMED_SECONDS:
+            break
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)

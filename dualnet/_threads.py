@@ -26,6 +26,7 @@ the first large product and reused; `describe()` says what is in effect (`dualne
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -60,8 +61,9 @@ def _blas_libraries():
     return _libraries
 
 
+@functools.lru_cache(maxsize=1)
 def _cores() -> int:
-    """The cores this process may run on."""
+    """The cores this process may run on (read once)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux

@@ -22,6 +22,7 @@ weights), then moved to the default backend (`dualnet.backend.use`) in the model
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 
@@ -38,7 +39,16 @@ _JOIN = "join"
 
 
 def _takes_need_dx(fn) -> bool:
-    """Whether backward function `fn` accepts the `need_dx` keyword (once per step: cheap)."""
+    """Whether backward function `fn` accepts the `need_dx` keyword (asked once per step;
+    remembered, since reading a signature costs as much as a small layer)."""
+    try:
+        return _signature_takes_need_dx(fn)
+    except TypeError:  # an unhashable callable: read its signature every time
+        return _signature_takes_need_dx.__wrapped__(fn)
+
+
+@functools.lru_cache(maxsize=256)
+def _signature_takes_need_dx(fn) -> bool:
     try:
         return "need_dx" in inspect.signature(fn).parameters
     except (TypeError, ValueError):  # a callable without an inspectable signature
