@@ -34,12 +34,14 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import numpy as np
 
 #: A product is split only when each block keeps at least this many multiply-adds
-#: (m*n*k / blocks): handing a block to a helper thread costs about 20-50 us, the time of
-#: about 2-5 million multiply-adds on one core.
-MIN_BLOCK_MACS = 2_000_000
+#: (m*n*k / blocks): handing a block to a helper thread costs 20-50 us on a quiet machine
+#: and more on a busy one (a 5.5-million product took 150 us whole, 230 us split, on a
+#: loaded 2-core VM), while a block of 8 million takes about 100 us on one core.
+MIN_BLOCK_MACS = 8_000_000
 
+_local = threading.local()  # .depth: open `blas_one_thread` contexts in this thread
 _lock = threading.Lock()  # guards the fields below
-_depth = 0                # open `blas_one_thread` contexts, over every Python thread
+_depth = 0                # Python threads with a `blas_one_thread` context open
 _saved = []               # (library controller, thread count it had) while _depth > 0
 _libraries = None         # threadpoolctl controllers of the BLAS libraries, found once
 _threads = 1              # most blocks a product is split into: BLAS's threads, <= cores
@@ -73,39 +75,65 @@ def _cores() -> int:
 class blas_one_thread:  # noqa: N801 (used like a function: `with blas_one_thread():`)
     """Context manager: while one is open (in any Python thread), every BLAS library NumPy
     loaded runs on one thread. Reentrant; the outermost exit restores each library's thread
-    count as it was on entry and releases threadpoolctl's control of OpenBLAS."""
+    count as it was on entry and releases threadpoolctl's control of OpenBLAS.
+
+    Nested entries in one thread only count (a few hundred nanoseconds): the models hold one
+    around a whole `loss`, so their layers' products pay for the limit once per step."""
 
     __slots__ = ()
 
     def __enter__(self):
-        global _depth, _threads
-        with _lock:
-            if _depth == 0:
-                _saved.clear()
-                found = 1
-                for lib in _blas_libraries():
-                    n = lib.get_num_threads()
-                    if n is not None and n > 1:
-                        _saved.append((lib, n))
-                        lib.set_num_threads(1)
-                        found = max(found, n)
-                _threads = min(found, _cores())
-            _depth += 1
+        depth = getattr(_local, "depth", 0)
+        _local.depth = depth + 1
+        if depth == 0:
+            _limit()
         return self
 
     def __exit__(self, *exc):
-        global _depth
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                for lib, n in _saved:
-                    lib.set_num_threads(n)
-                    # let any thread set limits again, as threadpool_limits does on exit
-                    clear = getattr(lib, "clear_controlling_thread", None)
-                    if clear is not None:
-                        clear()
-                _saved.clear()
+        _local.depth -= 1
+        if _local.depth == 0:
+            _restore()
         return False
+
+
+def _limit():
+    """A thread's outermost entry: the first one open in the process limits BLAS."""
+    global _depth, _threads
+    with _lock:
+        if _depth == 0:
+            _saved.clear()
+            found = 1
+            for lib in _blas_libraries():
+                n = lib.get_num_threads()
+                if n is not None and n > 1:
+                    _saved.append((lib, n))
+                    _set_threads(lib, 1)
+                    found = max(found, n)
+            _threads = min(found, _cores())
+        _depth += 1
+
+
+def _restore():
+    """A thread's outermost exit: the last one open in the process restores BLAS."""
+    global _depth
+    with _lock:
+        _depth -= 1
+        if _depth == 0:
+            for lib, n in _saved:
+                _set_threads(lib, n)
+            _saved.clear()
+
+
+def _set_threads(lib, n):
+    """Set `lib`'s thread count from whichever Python thread this is. threadpoolctl lets
+    one Python thread at a time set OpenBLAS's count and ignores the others silently, so the
+    control is taken for the call and released after it, as `threadpool_limits` does."""
+    clear = getattr(lib, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
+    lib.set_num_threads(n)
+    if clear is not None:
+        clear()
 
 
 def _helpers(n):
@@ -187,8 +215,8 @@ def describe() -> str:
 
 def _after_fork_in_child():
     """A forked child has none of the parent's threads: start from scratch."""
-    global _lock, _depth, _pool, _pool_size
-    _lock = threading.Lock()
+    global _local, _lock, _depth, _pool, _pool_size
+    _local, _lock = threading.local(), threading.Lock()
     _depth, _pool, _pool_size = 0, None, 0
     _saved.clear()
 

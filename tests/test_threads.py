@@ -45,6 +45,26 @@ def test_blas_runs_on_one_thread_inside_and_as_set_outside():
 
 
 @needs_blas
+def test_the_last_python_thread_to_leave_restores_blas():
+    inside, leave = threading.Event(), threading.Event()
+
+    def other_thread():
+        with _threads.blas_one_thread():
+            inside.set()
+            leave.wait(10)
+
+    with threadpool_limits(2, user_api="blas"):
+        worker = threading.Thread(target=other_thread)
+        with _threads.blas_one_thread():
+            worker.start()
+            assert inside.wait(10)
+        assert set(_blas_threads().values()) == {1}  # the other thread is still inside
+        leave.set()
+        worker.join()
+        assert set(_blas_threads().values()) == {2}
+
+
+@needs_blas
 def test_an_exception_inside_still_restores_the_thread_count():
     with threadpool_limits(2, user_api="blas"):
         with pytest.raises(RuntimeError), _threads.blas_one_thread():

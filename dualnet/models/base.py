@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from .._threads import blas_one_thread
 from ..backend import current, get, of
 from ..layers import softmax_loss
 
@@ -182,15 +183,16 @@ class Model:
         """
         X = X.astype(self.dtype, copy=False)
         self._set_mode("test" if y is None else "train")
-        if y is None:
-            return self._scores(X)
-        self._tape = []
-        try:
-            data_loss, dscores = softmax_loss(self._scores(X), y)
-            grads = self._backward(dscores)
-        finally:
-            self._tape = None
-        return self._regularize(data_loss, grads)
+        with blas_one_thread():  # once for every layer's products (dualnet._threads)
+            if y is None:
+                return self._scores(X)
+            self._tape = []
+            try:
+                data_loss, dscores = softmax_loss(self._scores(X), y)
+                grads = self._backward(dscores)
+            finally:
+                self._tape = None
+            return self._regularize(data_loss, grads)
 
     def _regularize(self, loss, grads):
         # float(): a NumPy float64 reg would silently upcast float32 grads.

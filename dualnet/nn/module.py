@@ -17,6 +17,7 @@ from collections.abc import Iterator, MutableMapping
 import numpy as np
 
 from .. import backend
+from .._threads import blas_one_thread
 
 
 class Module:
@@ -255,11 +256,12 @@ class Sequential(Module):
         training with them.
         """
         self.train(y is not None)
-        scores = self.forward(X)
-        if y is None:
-            return scores
-        loss = self.criterion.forward(scores, y)
-        self.backward(self.criterion.backward())
+        with blas_one_thread():  # once for every layer's products (dualnet._threads)
+            scores = self.forward(X)
+            if y is None:
+                return scores
+            loss = self.criterion.forward(scores, y)
+            self.backward(self.criterion.backward())
         grads = self.grads
         if self.reg:
             params = self.params
