@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import backend
 from .._threads import blas_one_thread
+from ..models.base import _l2
 
 
 class Module:
@@ -266,9 +267,7 @@ class Sequential(Module):
         if self.reg:
             params = self.params
             for name in self.regularized():
-                w = params[name]
-                loss = loss + 0.5 * self.reg * (w * w).sum()
-                grads[name] = grads[name] + self.reg * w
+                loss, grads[name] = _l2(loss, grads[name], params[name], float(self.reg))
         return loss, grads
 
     def __repr__(self):
