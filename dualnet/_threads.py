@@ -157,9 +157,11 @@ def matmul(a, b, out=None):
     """`numpy.matmul(a, b, out=out)` with BLAS held to one thread, split over threads when
     large. a (..., m, k), b (..., k, n) float arrays; returns out (..., m, n).
 
-    2-D products are split along the longer side of the result (rows of a, or columns of b);
-    stacked ones along their leading axis when it has a block per thread. Each block is the
-    same BLAS product on a slice, so the values match the unsplit product's to rounding.
+    Stacked products are split along their leading axis (when it has a block per thread).
+    A 2-D product is split along the axis that makes the blocks read the least twice
+    (`_split_axis`): rows of a, columns of b, or the inner dimension k, whose blocks' partial
+    products are then added. Each block is a BLAS product of slices, so the values match the
+    unsplit product's to rounding (a k split adds its partial sums in a fixed order).
     """
     with blas_one_thread():
         if a.ndim < 2 or b.ndim < 2:
@@ -175,21 +177,43 @@ def matmul(a, b, out=None):
         if out is None:
             shape = (*np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), m, n)
             out = np.empty(shape, dtype=np.result_type(a, b))
-        if stacked:
-            slices = [(a[s], b[s], out[s]) for s in _spans(a.shape[0], parts)]
-        elif m >= n:
-            slices = [(a[s], b, out[s]) for s in _spans(m, parts)]
-        else:
-            slices = [(a, b[:, s], out[:, s]) for s in _spans(n, parts)]
-        pool = _helpers(parts - 1)
-        futures = [pool.submit(np.matmul, ai, bi, out=oi) for ai, bi, oi in slices[1:]]
-        try:
-            np.matmul(*slices[0][:2], out=slices[0][2])
-        finally:  # no block may still be writing into `out` when this returns or raises
-            wait(futures)
-        for future in futures:
-            future.result()  # raises a block's error here
+        axis = "batch" if stacked else _split_axis(m, n, k)
+        if axis == "batch":
+            blocks = [(a[s], b[s], out[s]) for s in _spans(a.shape[0], parts)]
+        elif axis == "rows":
+            blocks = [(a[s], b, out[s]) for s in _spans(m, parts)]
+        elif axis == "columns":
+            blocks = [(a, b[:, s], out[:, s]) for s in _spans(n, parts)]
+        else:  # k: the first block writes out, the others partial products added after
+            spans = _spans(k, parts)
+            blocks = [(a[:, spans[0]], b[spans[0]], out)]
+            blocks += [(a[:, s], b[s], np.empty_like(out)) for s in spans[1:]]
+        _run(blocks)
+        if axis == "k":
+            for _, _, partial in blocks[1:]:
+                out += partial
         return out
+
+
+def _split_axis(m, n, k):
+    """'rows', 'columns' or 'k': the split of an (m, k) @ (k, n) product whose blocks read
+    or write the fewest elements beyond the unsplit product's: a rows split reads b once
+    per block, a columns split a, a k split writes and adds an (m, n) partial product."""
+    extra = {"rows": k * n, "columns": m * k, "k": 2 * m * n}
+    return min(extra, key=extra.get)
+
+
+def _run(blocks):
+    """np.matmul(a, b, out=o) for every (a, b, o) block: the first here, the others on the
+    helper threads, all at once."""
+    futures = [_helpers(len(blocks) - 1).submit(np.matmul, ai, bi, out=oi)
+               for ai, bi, oi in blocks[1:]]
+    try:
+        np.matmul(*blocks[0][:2], out=blocks[0][2])
+    finally:  # no block may still be writing into its output when this returns or raises
+        wait(futures)
+    for future in futures:
+        future.result()  # raises a block's error here
 
 
 def _spans(size, parts):

@@ -105,9 +105,20 @@ def test_products_are_not_split_when_the_user_limits_blas_to_one_thread(monkeypa
 CASES = {
     "rows (m > n)": ((37, 20), (20, 5)),
     "columns (n > m)": ((5, 20), (20, 41)),
+    "inner dimension": ((6, 50), (50, 7)),
     "transposed operands": ((20, 37), (5, 20)),  # a.T @ b.T below
     "stacked": ((6, 7, 9), (6, 9, 8)),
 }
+
+
+def test_each_case_is_split_along_the_axis_it_names():
+    assert _threads._split_axis(37, 5, 20) == "rows"
+    assert _threads._split_axis(5, 41, 20) == "columns"
+    assert _threads._split_axis(6, 7, 50) == "k"
+    # the networks' products: x @ W of a wide first layer, dout @ W.T, x.T @ dout
+    assert _threads._split_axis(200, 100, 3072) == "k"
+    assert _threads._split_axis(50, 8192, 100) == "columns"
+    assert _threads._split_axis(8192, 100, 50) == "rows"
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
