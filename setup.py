@@ -1,6 +1,6 @@
 """Builds dualnet's optional Cython extension; all other metadata lives in pyproject.toml.
 
-The extensions (`dualnet.kernels._im2col`, `dualnet.kernels._winograd`) are accelerators, not
+The extensions (`dualnet.kernels._im2col`, `_winograd`, `_norm`) are accelerators, not
 requirements: if Cython, NumPy headers or a C compiler are missing, the build prints one warning
 and the package falls back to its pure-NumPy kernels (`dualnet doctor` reports which are active).
 """
@@ -48,7 +48,7 @@ def _extensions():
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
                            ("DUALNET_SOURCE_SHA256", f'"{_sha256(name)}"')],
         )
-        for name in ("im2col", "winograd")
+        for name in ("im2col", "winograd", "norm")
     ]
     try:
         return cythonize(exts, compiler_directives={"language_level": 3}, quiet=True)

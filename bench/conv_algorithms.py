@@ -7,8 +7,6 @@ Times forward + backward of each (batch, channels, size, filters) with
 ratio per shape. `dualnet.backends.host_winograd.winograd_pays` (the 'auto' rule) is read off this
 table; rerun it on a new kind of machine before changing that rule.
 """
-# ruff: noqa: I001  (dualnet is imported before numpy: it tunes OpenBLAS as numpy loads)
-
 from __future__ import annotations
 
 import argparse
@@ -16,8 +14,8 @@ import itertools
 import statistics
 import time
 
-import dualnet  # noqa: F401
 import numpy as np
+
 from dualnet import layers
 from dualnet.layers import conv
 

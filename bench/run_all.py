@@ -1,14 +1,21 @@
-"""dualnet vs PyTorch CPU on the rows of issue 3: prints a markdown table, writes JSON.
+"""dualnet vs PyTorch CPU on the rows of issues 3 and 11: prints a markdown table, writes JSON.
 
     python bench/run_all.py                  # 5 rounds; also `dualnet bench`
     python bench/run_all.py --rounds 3 --repeat 5 --out bench/results/latest.json
 
-Method: every round starts one worker process per system (bench/worker.py), in alternating
-order, so that numpy's BLAS threads and torch's OpenMP threads never share a process and
-both systems see the same machine noise. A worker reports each workload's median iteration
-time; the table gives the median over rounds with the min-max range, and the ratio
-dualnet time / PyTorch time per row (below 1: dualnet is faster). PyTorch is the optional
-`bench` extra (`pip install -e '.[bench]'`); without it only dualnet is timed.
+Method: every round times each row in a fresh worker process per system (bench/worker.py),
+the two systems back to back in alternating order, so that numpy's BLAS threads and torch's
+OpenMP threads never share a process and both systems see the same machine noise. Each
+worker imports numpy and matplotlib before dualnet or torch, as users' notebooks and
+scripts do. Each round also times the batch-50
+ThreeLayerConvNet step twice more: in a process that imports dualnet first (the import
+order must not matter), and inside a Jupyter kernel for each system (nbclient executing
+bench/train_step.ipynb; skipped without nbclient and ipykernel, the `bench` extra).
+A worker reports each workload's median iteration time; the table gives the median over
+rounds with the min-max range, the ratio dualnet time / PyTorch time per row (below 1:
+dualnet is faster), and for the rows issue 11 sets a target on, the largest ratio that meets
+it and whether this run did. PyTorch is the optional `bench` extra
+(`pip install -e '.[bench]'`); without it only dualnet is timed.
 """
 
 from __future__ import annotations
@@ -30,14 +37,37 @@ HERE = Path(__file__).resolve().parent
 SYSTEMS = ("dualnet", "torch")
 
 
-def _worker(system, repeat, naive):
-    cmd = [sys.executable, str(HERE / "worker.py"), system, "--repeat", str(repeat)]
-    if naive:
-        cmd.append("--naive")
+def _worker(system, repeat, *options):
+    cmd = [sys.executable, str(HERE / "worker.py"), system, "--repeat", str(repeat), *options]
     run = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if run.returncode:
-        raise SystemExit(f"bench: the {system} worker failed:\n{run.stderr}")
+        raise SystemExit(f"bench: the {system} worker {' '.join(options)} failed:\n"
+                         f"{run.stderr}")
     return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+ROW = workloads.IMPORT_ORDER_ROW
+#: Rows timed by extra workers: (row, system -> worker options, what the row's name adds).
+DUALNET_FIRST = workloads.Workload(f"{ROW}, dualnet imported first",
+                                   items=workloads.BY_NAME[ROW].items)
+JUPYTER = workloads.Workload(f"{ROW}, in a Jupyter kernel", items=workloads.BY_NAME[ROW].items,
+                             target=workloads.BY_NAME[ROW].target)
+
+
+def _extra_jobs(systems, jupyter):
+    """(system, worker options, row name the result is stored under) for the extra rows."""
+    jobs = [("dualnet", ("--dualnet-first", "--only", ROW), DUALNET_FIRST.name)]
+    if jupyter:
+        jobs += [(system, ("--jupyter", "--only", ROW), JUPYTER.name) for system in systems]
+    return jobs
+
+
+def _jupyter_missing():
+    """Why the Jupyter rows cannot run here, or None."""
+    for module in ("nbclient", "nbformat", "ipykernel"):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} is not installed (pip install -e '.[bench]')"
+    return None
 
 
 def _cpu_model():
@@ -68,7 +98,7 @@ def _cell(work, stats):
 
 
 def _notes(rows, by_name):
-    """Per-row remarks computed from the same run: GFLOP/s, speedups."""
+    """Per-row remarks computed from the same run: GFLOP/s, speedups, the import order."""
     gemm = next(w for w in workloads.WORKLOADS if w.name.startswith("GEMM"))
     gemm_rate = gemm.flops / by_name[gemm.name]["dualnet"]["median"]
     for work, row in rows:
@@ -86,15 +116,30 @@ def _notes(rows, by_name):
         if work.name.startswith("batchnorm_backward_alt") and t:
             graph = by_name["batchnorm_backward (100, 500) f64"]["dualnet"]["median"]
             notes.append(f"{graph / t:.2f}x faster than batchnorm_backward")
+        if work is DUALNET_FIRST and t:
+            numpy_first = by_name[ROW]["dualnet"]["median"]
+            notes.append(f"time {t / numpy_first:.2f}x the numpy-first row's")
         row["note"] = "; ".join(notes)
+
+
+def _target_cell(row):
+    target = row.get("target")
+    if target is None:
+        return ""
+    if "ratio" not in row:
+        return f"<= {target:.2f}"
+    return f"<= {target:.2f}: {'met' if row['ratio'] <= target else 'NOT met'}"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--repeat", type=int, default=7, help="timed iterations per worker")
+    parser.add_argument("--repeat", type=int, default=7,
+                        help="timed iterations per worker (at least; fast rows run more)")
     parser.add_argument("--no-naive", action="store_true",
                         help="skip timing the naive convolution (about 10 s)")
+    parser.add_argument("--no-jupyter", action="store_true",
+                        help="skip the rows timed inside a Jupyter kernel")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
     args = parser.parse_args(argv)
 
@@ -102,23 +147,34 @@ def main(argv=None):
     if "torch" not in systems:
         print("bench: PyTorch is not installed (pip install -e '.[bench]'); timing dualnet "
               "only", file=sys.stderr)
+    jupyter_missing = "--no-jupyter given" if args.no_jupyter else _jupyter_missing()
+    if jupyter_missing:
+        print(f"bench: not timing in a Jupyter kernel: {jupyter_missing}", file=sys.stderr)
     samples = {}  # (workload, system) -> per-round medians
     info = {}
     load_before = os.getloadavg()
     for r in range(args.rounds):
-        for system in systems if r % 2 == 0 else systems[::-1]:
-            result = _worker(system, args.repeat, naive=(r == 0 and system == "dualnet"
-                                                         and not args.no_naive))
-            info[system] = result["info"]
+        jobs = []
+        for i, work in enumerate(workloads.WORKLOADS):  # each row: its systems back to back
+            order = [s for s in systems if s in work.build]
+            jobs += [(s, ("--only", work.name), None) for s in (order if (r + i) % 2 == 0
+                                                                 else order[::-1])]
+        jobs += _extra_jobs(systems, not jupyter_missing)
+        if r == 0 and not args.no_naive:
+            jobs.append(("dualnet", ("--naive", "--only", workloads.NAIVE_CONV.name), None))
+        for system, options, row_name in jobs:
+            result = _worker(system, args.repeat, *options)
+            if row_name is None:
+                info[system] = result["info"]
             for name, seconds in result["times"].items():
-                samples.setdefault((name, system), []).append(seconds)
+                samples.setdefault((row_name or name, system), []).append(seconds)
         print(f"bench: round {r + 1}/{args.rounds} done", file=sys.stderr)
 
-    every = [*workloads.WORKLOADS, workloads.NAIVE_CONV]
+    every = [*workloads.WORKLOADS, DUALNET_FIRST, JUPYTER, workloads.NAIVE_CONV]
     rows, by_name = [], {}
     for work in every:
         row = {"name": work.name, "unit": "images/s" if work.items else "seconds",
-               "items": work.items}
+               "items": work.items, "target": work.target}
         for system in SYSTEMS:
             got = samples.get((work.name, system))
             row[system] = _stats(got) if got else None
@@ -147,12 +203,12 @@ def main(argv=None):
         print(f"PyTorch {info['torch']['torch']}, {info['torch']['threads']} threads, "
               f"{info['torch']['cpu_capability']} kernels")
     print()
-    print("| workload | dualnet | PyTorch | dualnet/PyTorch time | note |")
-    print("|---|---|---|---|---|")
+    print("| workload | dualnet | PyTorch | dualnet/PyTorch time | target | note |")
+    print("|---|---|---|---|---|---|")
     for work, row in rows:
         ratio = f"{row['ratio']:.2f}" if "ratio" in row else "-"
         print(f"| {work.name} | {_cell(work, row['dualnet'])} | {_cell(work, row['torch'])} "
-              f"| {ratio} | {row['note']} |")
+              f"| {ratio} | {_target_cell(row)} | {row['note']} |")
     print(f"\nwritten: {args.out}")
     return 0
 

@@ -1,10 +1,17 @@
-"""The CPU benchmark rows (issue 3), each built for dualnet and for PyTorch eager.
+"""The CPU benchmark rows, each built for dualnet and for PyTorch eager: the kernels and the
+course ConvNet of issue 3, and the networks students train of issue 11 (a fully connected net
+with batchnorm and dropout, a VGG-style and a pre-activation residual ConvNet through
+`dualnet.nn`, one-image latency).
 
 A row is a `Workload`: `build[system]()` returns a zero-argument callable that runs one
 iteration (forward and backward where the row says so) on inputs created once, outside the
-timing. `items` turns a time into a rate (images per iteration), `flops` into GFLOP/s.
-Only `worker.py` imports this module, in a process that holds one system, so numpy's BLAS
-threads and torch's OpenMP threads never share a process.
+timing. `items` turns a time into a rate (images per iteration), `flops` into GFLOP/s, and
+`target` is the issue-11 bound on dualnet time / PyTorch time, where the row has one.
+Training rows of both systems take the same SGD step: weight decay on the weights only (the
+dualnet models' and `nn.Sequential`'s `reg`, PyTorch's `weight_decay` on a parameter group
+of the conv and linear weights). Only `worker.py` (and the Jupyter notebook it runs) imports
+this module, in a process that holds one system, so numpy's BLAS threads and torch's OpenMP
+threads never share a process.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ class Workload:
     build: dict = field(default_factory=dict)  # system name -> () -> callable
     items: int = 0  # images per iteration: reported as images/s when > 0
     flops: float = 0.0  # floating-point operations per iteration: GFLOP/s when > 0
+    target: float | None = None  # issue 11: the largest dualnet/PyTorch time that meets it
 
 
 def _rng():
@@ -151,9 +159,169 @@ def _net_torch(batch, train):
     return train_step if train else infer
 
 
-def _net(name, batch, train):
+def _net(name, batch, train, target=None):
     return Workload(name, {"dualnet": lambda: _net_dualnet(batch, train),
-                           "torch": lambda: _net_torch(batch, train)}, items=batch)
+                           "torch": lambda: _net_torch(batch, train)}, items=batch,
+                    target=target)
+
+
+def _one_image(system):
+    """ThreeLayerConvNet scores for one image (test mode), as an app or a demo asks for."""
+    return _net_dualnet(1, train=False) if system == "dualnet" else _net_torch(1, train=False)
+
+
+# -- issue 11: the networks students train ---------------------------------------------------
+WEIGHT_DECAY = 5e-4
+
+
+def _images(batch, shape=(3, 32, 32)):
+    rng = _rng()
+    return (rng.standard_normal((batch, *shape)).astype(np.float32),
+            rng.integers(0, 10, batch))
+
+
+def _fc_dualnet(batch):
+    from dualnet.models import FullyConnectedNet
+
+    np.random.seed(SEED)
+    model = FullyConnectedNet([100] * 5, input_dim=3 * 32 * 32, dropout_keep_ratio=0.5,
+                              normalization="batchnorm", reg=WEIGHT_DECAY, weight_scale=5e-2,
+                              dtype=np.float32)
+    X, y = _images(batch)
+    lr = np.float32(LEARNING_RATE)
+
+    def train_step():
+        _, grads = model.loss(X, y)
+        for name, dw in grads.items():
+            model.params[name] -= lr * dw
+    return train_step
+
+
+def _fc_torch(batch):
+    from torch import nn
+
+    layers, dim = [nn.Flatten()], 3 * 32 * 32
+    for _ in range(5):
+        layers += [nn.Linear(dim, 100), nn.BatchNorm1d(100), nn.ReLU(), nn.Dropout(0.5)]
+        dim = 100
+    return _torch_train_step(nn.Sequential(*layers, nn.Linear(dim, 10)), batch)
+
+
+def _torch_train_step(model, batch):
+    """One SGD step of `model` on a fixed batch: weight decay on conv and linear weights."""
+    import torch
+
+    decayed = [p for name, p in model.named_parameters()
+               if name.endswith("weight") and p.ndim > 1]
+    others = [p for name, p in model.named_parameters()
+              if not (name.endswith("weight") and p.ndim > 1)]
+    optimizer = torch.optim.SGD([{"params": decayed, "weight_decay": WEIGHT_DECAY},
+                                 {"params": others, "weight_decay": 0.0}], lr=LEARNING_RATE)
+    model.train()
+    X, y = _images(batch)
+    X, y = torch.from_numpy(X), torch.from_numpy(y)
+
+    def train_step():
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(X), y).backward()
+        optimizer.step()
+    return train_step
+
+
+def _dualnet_nn_train_step(model, batch):
+    """One SGD step of a `dualnet.nn.Sequential` (its `reg` decays the weights only)."""
+    from dualnet import nn
+
+    optimizer = nn.SGD(model, lr=LEARNING_RATE)
+    X, y = _images(batch)
+
+    def train_step():
+        model.loss(X, y)
+        optimizer.step()
+    return train_step
+
+
+#: The VGG-style network: [conv 3x3 pad 1 - batchnorm - ReLU] per number, 'M' a 2x2 max pool.
+VGG = (64, 64, "M", 128, 128, "M", 256, "M")
+
+
+def _vgg(nn, pool):
+    """VGG's layers from module library `nn` (dualnet.nn or torch.nn), global average pool
+    `pool` (a list of modules: (N, C, H, W) -> (N, C)) and a linear classifier."""
+    layers, c = [], 3
+    for v in VGG:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(c, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU()]
+            c = v
+    return [*layers, *pool, nn.Linear(c, 10)]
+
+
+def _vgg_dualnet(batch):
+    from dualnet import nn
+
+    np.random.seed(SEED)
+    return _dualnet_nn_train_step(
+        nn.Sequential(*_vgg(nn, [nn.GlobalAvgPool2d()]), reg=WEIGHT_DECAY), batch)
+
+
+def _vgg_torch(batch):
+    from torch import nn
+
+    return _torch_train_step(nn.Sequential(*_vgg(nn, [nn.AdaptiveAvgPool2d(1), nn.Flatten()])),
+                             batch)
+
+
+#: The pre-activation residual network: channels and residual blocks per stage.
+RESNET_STAGES = ((64, 2), (128, 3), (256, 2))
+
+
+def _resnet(nn, residual, pool):
+    """From module library `nn`: stem conv 3->64; per stage, residual(body) blocks with body
+    BN-ReLU-conv3x3-BN-ReLU-conv3x3; stages joined by 4x4 stride-2 pad-1 convolutions; head
+    BN-ReLU-`pool`-dropout-linear. The convolutions have no bias: a batchnorm follows each."""
+    def conv(c_in, c_out, k, stride=1):
+        return nn.Conv2d(c_in, c_out, k, stride=stride, padding=1, bias=False)
+
+    c = RESNET_STAGES[0][0]
+    layers = [conv(3, c, 3)]
+    for i, (width, blocks) in enumerate(RESNET_STAGES):
+        if i:
+            layers.append(conv(c, width, 4, stride=2))
+            c = width
+        layers += [residual(nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(), conv(c, c, 3),
+                                          nn.BatchNorm2d(c), nn.ReLU(), conv(c, c, 3)))
+                   for _ in range(blocks)]
+    return [*layers, nn.BatchNorm2d(c), nn.ReLU(), *pool, nn.Dropout(0.5), nn.Linear(c, 10)]
+
+
+def _resnet_dualnet(batch):
+    from dualnet import nn
+
+    np.random.seed(SEED)
+    layers = _resnet(nn, nn.Residual, [nn.GlobalAvgPool2d()])
+    return _dualnet_nn_train_step(nn.Sequential(*layers, reg=WEIGHT_DECAY), batch)
+
+
+def _resnet_torch(batch):
+    from torch import nn
+
+    class Residual(nn.Module):
+        def __init__(self, body):
+            super().__init__()
+            self.body = body
+
+        def forward(self, x):
+            return self.body(x) + x
+
+    layers = _resnet(nn, Residual, [nn.AdaptiveAvgPool2d(1), nn.Flatten()])
+    return _torch_train_step(nn.Sequential(*layers), batch)
+
+
+def _train(name, batch, dualnet, torch, target):
+    return Workload(name, {"dualnet": lambda: dualnet(batch), "torch": lambda: torch(batch)},
+                    items=batch, target=target)
 
 
 # -- reference points -----------------------------------------------------------------------
@@ -188,6 +356,12 @@ def _batchnorm(backward_name):
     return build
 
 
+#: Issue 11's bounds on dualnet time / PyTorch time: 1.25x, 2x and 1x PyTorch's rate.
+FASTER_1_25, FASTER_2, AS_FAST = 1 / 1.25, 1 / 2, 1.0
+
+#: The row `worker.py --dualnet-first` also times, in a process that imports dualnet first.
+IMPORT_ORDER_ROW = "ThreeLayerConvNet train step, batch 50"
+
 WORKLOADS = [
     _conv("conv (a) 100x3x31x31 w25x3x3x3 s2 p1 f64 fwd+bwd", (100, 3, 31, 31), (25, 3, 3, 3),
           2, 1, np.float64),
@@ -198,9 +372,18 @@ WORKLOADS = [
     Workload("max pool 2x2/2 50x32x32x32 f32 fwd+bwd",
              {"dualnet": lambda: _maxpool_dualnet((50, 32, 32, 32)),
               "torch": lambda: _maxpool_torch((50, 32, 32, 32))}),
-    _net("ThreeLayerConvNet train step, batch 50", 50, train=True),
-    _net("ThreeLayerConvNet train step, batch 128", 128, train=True),
-    _net("ThreeLayerConvNet inference, batch 500", 500, train=False),
+    _net(IMPORT_ORDER_ROW, 50, train=True, target=FASTER_1_25),
+    _net("ThreeLayerConvNet train step, batch 128", 128, train=True, target=FASTER_1_25),
+    _net("ThreeLayerConvNet inference, batch 500", 500, train=False, target=FASTER_2),
+    Workload("ThreeLayerConvNet scores, one image (latency)",
+             {"dualnet": lambda: _one_image("dualnet"), "torch": lambda: _one_image("torch")},
+             target=AS_FAST),
+    _train("FullyConnectedNet 5x100 batchnorm+dropout train step, batch 200", 200, _fc_dualnet,
+           _fc_torch, FASTER_1_25),
+    _train("VGG-style batchnorm ConvNet (nn) train step, batch 64", 64, _vgg_dualnet,
+           _vgg_torch, AS_FAST),
+    _train("pre-activation residual ConvNet (nn) train step, batch 64", 64, _resnet_dualnet,
+           _resnet_torch, AS_FAST),
     Workload(f"GEMM {GEMM_N}x{GEMM_N}x{GEMM_N} f32", {"dualnet": _gemm_numpy,
                                                        "torch": _gemm_torch},
              flops=2.0 * GEMM_N ** 3),
@@ -208,6 +391,8 @@ WORKLOADS = [
     Workload("batchnorm_backward_alt (100, 500) f64",
              {"dualnet": _batchnorm("batchnorm_backward_alt")}),
 ]
+
+BY_NAME = {w.name: w for w in WORKLOADS}
 
 #: The course notebook's naive-vs-fast comparison: slow (seconds), so timed once per run.
 NAIVE_CONV = Workload("conv (a) naive fwd+bwd", {

@@ -7,7 +7,7 @@ The flat course names live in `dualnet.layers`; the backend registry in `dualnet
 (`dualnet.numerics`).
 """
 
-# _tuning comes first: some of its settings only work before NumPy loads.
+# _tuning comes first: OMP_WAIT_POLICY must be set before the kernels load libgomp.
 from . import _tuning, backend, backends, layers, models, optim
 from .backend import seed
 from .numerics import debug

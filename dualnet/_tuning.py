@@ -3,15 +3,18 @@
 Applied once, when `dualnet` is imported; `DUALNET_NO_TUNING=1` skips them all. Each one is
 a default: a value the user already set wins.
 
-- OpenBLAS's worker threads spin for ~0.1 s after every GEMM. On a 2-core machine that spin
-  takes the core the next OpenMP kernel (im2col, pooling) needs, which then runs at
-  single-thread speed. `OPENBLAS_THREAD_TIMEOUT=4` lets them sleep soon (measured: 12-23%
-  faster conv and training steps). OpenBLAS reads it when NumPy first loads, so it only
-  takes effect when dualnet is imported before numpy.
-- libgomp's idle OpenMP threads spin after each kernel, stealing the cores OpenBLAS needs
-  for the GEMM that follows (measured on 2 cores: a conv forward+backward 2-10x slower).
-  `OMP_WAIT_POLICY=PASSIVE` lets them sleep; libgomp reads it when the Cython extension
-  loads, which happens after this module runs.
+- libgomp's idle OpenMP threads spin for a long while after each kernel (300,000 rounds by
+  default), stealing the core that the work after it needs (measured on 2 cores, when
+  OpenBLAS still ran its own threads: a conv forward+backward 2-10x slower).
+  `OMP_WAIT_POLICY=PASSIVE` lets them sleep. Sleeping outright costs a wake-up per kernel,
+  though, and waking a sleeping core of a virtual machine took 100-300 us here: one-image
+  ThreeLayerConvNet inference, four small kernels, took 0.9-1.6 ms passive against
+  0.38-0.47 ms with `GOMP_SPINCOUNT=10000` (a spin of about 0.2 ms, which lets the next
+  kernel of the same layer or step find its threads awake), training steps the same or
+  faster. So both are set, unless the user set either (or GOMP_SPINCOUNT) already.
+  libgomp reads them when it is loaded, with the Cython extension, after this module runs
+  (unless something loaded it before dualnet). The variables stay set in `os.environ`, so
+  OpenMP runtimes loaded later (PyTorch's) and child processes see them too.
 - glibc returns freed memory above 128 KiB (dynamically up to 32 MiB) to the system at once,
   so every large activation array of the next step faults its pages in again, zero-filled:
   measured 25-30% of a ThreeLayerConvNet training step at batch 128. Keeping freed heap
@@ -29,20 +32,36 @@ _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers, from glibc's <malloc.h>
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 32 * 2**20  # glibc's largest allowed value on 64-bit systems
 TRIM_THRESHOLD = 256 * 2**20
+#: Rounds an idle libgomp thread spins before it sleeps (GOMP_SPINCOUNT; see above).
+SPINCOUNT = 10_000
 
 
 def apply() -> list[str]:
     """Apply the settings above; returns a line for each one now in force (for `doctor`)."""
     if os.environ.get("DUALNET_NO_TUNING"):
         return []
-    late = " (not in effect: numpy was imported before dualnet)" if "numpy" in sys.modules else ""
-    timeout = os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-    applied = [f"OPENBLAS_THREAD_TIMEOUT={timeout}{late}",
-               f"OMP_WAIT_POLICY={os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')}"]
+    late = (" (not in effect: libgomp was loaded before dualnet)" if _libgomp_loaded()
+            else "")
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ.update(OMP_WAIT_POLICY="PASSIVE", GOMP_SPINCOUNT=str(SPINCOUNT))
+    waiting = [f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+               if k in os.environ]
+    applied = [" ".join(waiting) + late]
     if _keep_freed_memory():
         applied.append(f"glibc malloc keeps freed memory (mmap threshold "
                        f"{MMAP_THRESHOLD >> 20} MiB, trim threshold {TRIM_THRESHOLD >> 20} MiB)")
     return applied
+
+
+def _libgomp_loaded() -> bool:
+    """Whether the system's GNU OpenMP (libgomp.so, which the kernels built from source link)
+    is in this process already: it read OMP_WAIT_POLICY when it loaded. Wheels' renamed
+    copies (torch's libgomp-<hash>.so) are other runtimes. False where it cannot tell."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any("/libgomp.so" in line for line in maps)
+    except OSError:
+        return False
 
 
 def _keep_freed_memory() -> bool:

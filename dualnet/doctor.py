@@ -75,7 +75,8 @@ def doctor() -> str:
     lines.append(f"Default:  {backend.current().name}")
     lines.append(f"Conv:     set_algorithm({conv.get_algorithm()!r}), memory budget "
                  f"{conv.get_memory_budget() / 2**20:g} MiB")
-    from . import _tuning
+    from . import _threads, _tuning
 
     lines.append(f"Tuning:   {'; '.join(_tuning.APPLIED) or 'none (DUALNET_NO_TUNING)'}")
+    lines.append(f"Threads:  {_threads.describe()}")
     return "\n".join(lines)

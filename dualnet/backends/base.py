@@ -15,6 +15,12 @@ from . import conv
 HOST_CHUNK_BYTES = 8 * 2**20
 
 
+def _channel_axes(x):
+    """The axes batch normalization reduces over (all but 1), and the shape that broadcasts a
+    (C,) vector along axis 1 of x."""
+    return (0, *range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
+
+
 class Backend:
     """One array library plus the kernels that run on its arrays.
 
@@ -25,6 +31,12 @@ class Backend:
     - `maxpool_forward(x (N, C, H, W), ph, pw, stride) -> out, argmax (N, C, Ho, Wo)`,
       argmax an int64 flat index into the (H, W) plane, first maximum on ties.
     - `avgpool_forward/backward` likewise, without argmax.
+    - `batchnorm_train(x (N, C, ...), gamma, beta, eps) -> out, mean, var, std (each (C,))`
+      and `batchnorm_train_backward(dout, x, mean, std, gamma) -> dx, dgamma, dbeta`: batch
+      normalization in training mode, statistics per channel (axis 1) over every other axis.
+    - `matmul(a (..., m, k), b (..., k, n), out=None) -> (..., m, n)`: every matrix product
+      the layers and algorithms compute (the numpy backend's keeps BLAS off its kernels'
+      cores, `dualnet._threads`).
     - `conv2d(x, w, b, stride, pad, Ho, Wo) -> out, ctx`, `conv2d_backward(dout, ctx, need_dx)
       -> dx, dw, db`: the convolution by the algorithm `conv_algorithm` picks among
       `conv_algorithms()` (`dualnet.backends.conv`); the base backend has the portable one.
@@ -74,6 +86,9 @@ class Backend:
         return self.asarray(gen.standard_normal(shape), dtype=dtype)
 
     # -- kernels (pure-xp reference unless a subclass accelerates them) ---------------
+    def matmul(self, a, b, out=None):
+        return self.xp.matmul(a, b, out=out)
+
     def im2col(self, x, HH, WW, pad, stride):
         return reference.im2col(self.xp, x, HH, WW, pad, stride)
 
@@ -100,6 +115,32 @@ class Backend:
     def depthwise_backward(self, dout, x, w, stride, pad, need_dx=True):
         """dout (N, C*m, Ho, Wo) C-contiguous -> dx (N, C, H, W) or None, dw (C*m, 1, HH, WW)."""
         return reference.depthwise_backward(self.xp, dout, x, w, stride, pad, need_dx)
+
+    # -- batch normalization in training mode (statistics per channel: axis 1) --------
+    def batchnorm_train(self, x, gamma, beta, eps):
+        """out = gamma * (x - mean) / std + beta with mean and biased var of each channel over
+        every axis but 1 and std = sqrt(var + eps); returns out (x's shape), mean, var, std,
+        each (C,), all in x's dtype."""
+        axes, shape = _channel_axes(x)
+        mean = x.mean(axis=axes, keepdims=True)
+        xc = x - mean
+        var = (xc * xc).mean(axis=axes, keepdims=True)
+        std = self.xp.sqrt(var + x.dtype.type(eps))
+        out = gamma.reshape(shape) * (xc / std) + beta.reshape(shape)
+        return out, mean.reshape(-1), var.reshape(-1), std.reshape(-1)
+
+    def batchnorm_train_backward(self, dout, x, mean, std, gamma):
+        """dx (x's shape), dgamma (C,), dbeta (C,) of `batchnorm_train`, with xhat = (x -
+        mean) / std and M values per channel:
+        dx = gamma / std * (dout - dbeta / M - xhat * dgamma / M)."""
+        axes, shape = _channel_axes(x)
+        M = x.size // x.shape[1]
+        xhat = (x - mean.reshape(shape)) / std.reshape(shape)
+        dbeta = dout.sum(axis=axes)
+        dgamma = (dout * xhat).sum(axis=axes)
+        dx = (gamma / std).reshape(shape) * (dout - (dbeta / M).reshape(shape)
+                                             - xhat * (dgamma / M).reshape(shape))
+        return dx, dgamma, dbeta
 
     # -- convolution (algorithms: dualnet.backends.conv) ------------------------------
     def conv_algorithms(self) -> dict:

@@ -105,7 +105,7 @@ def forward(be, x, w, b, stride, pad, parts, Ho, Wo, q=1):
         n = part.stop - part.start
         cols, rows = scratch.arrays(be, x.dtype, (K, n, P), (q * F, n * P))
         be.im2col(x[part], HHq, WW, pad, strides, out=cols.transpose(1, 0, 2))
-        xp.matmul(wq, cols.reshape(K, n * P), out=rows)
+        be.matmul(wq, cols.reshape(K, n * P), out=rows)
         be.rows_to_nchw(rows, b, out[part], q)
     return out
 
@@ -130,11 +130,11 @@ def backward(be, dout, x, w, stride, pad, parts, q=1, need_dx=True):
         be.nchw_to_rows(dout[part], rows, q)
         # dw += sum over the chunk of dout_n @ cols_n.T: one GEMM over n*P
         if part.start == 0:
-            xp.matmul(rows, cols.reshape(K, n * P).T, out=dwq)
+            be.matmul(rows, cols.reshape(K, n * P).T, out=dwq)
         else:
-            dwq += xp.matmul(rows, cols.reshape(K, n * P).T)
+            dwq += be.matmul(rows, cols.reshape(K, n * P).T)
         if need_dx:
-            xp.matmul(wq.T, rows, out=dcols.reshape(K, n * P))
+            be.matmul(wq.T, rows, out=dcols.reshape(K, n * P))
             be.col2im(dcols.transpose(1, 0, 2), x[part].shape, HHq, WW, pad, strides,
                       out=dx[part])
     return dx, _folded(dwq, w.shape, stride, q)

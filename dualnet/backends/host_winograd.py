@@ -65,7 +65,7 @@ def forward(be, x, w, b, pad, parts):
         T = (part.stop - part.start) * th * tw
         V, M = scratch.arrays(be, x.dtype, (16, C, T), (16, F, T))
         be.winograd_input(x[part], pad, V)
-        xp.matmul(U, V, out=M)
+        be.matmul(U, V, out=M)
         be.winograd_output(M, b, out[part])
     return out
 
@@ -91,11 +91,11 @@ def backward(be, dout, x, w, pad, parts, need_dx=True):
         be.winograd_input(x[part], pad, V)
         be.winograd_output_grad(dout[part], dM)
         if part.start == 0:
-            xp.matmul(dM, V.transpose(0, 2, 1), out=dU)
+            be.matmul(dM, V.transpose(0, 2, 1), out=dU)
         else:
-            dU += xp.matmul(dM, V.transpose(0, 2, 1))
+            dU += be.matmul(dM, V.transpose(0, 2, 1))
         if need_dx:
-            xp.matmul(U_t, dM, out=dV)
+            be.matmul(U_t, dM, out=dV)
             be.winograd_input_grad(dV, pad, dx[part])
     return dx, reference.winograd_filter_grad(xp, dU)
 

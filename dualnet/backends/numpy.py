@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend
+from .. import _threads, backend
 from ..kernels import reference
 from . import conv, host_im2col, host_winograd
 from .base import Backend
@@ -31,6 +31,8 @@ class NumpyBackend(Backend):
         self._ext, self._ext_reason = _load_cython_kernels("_im2col")
         self._wino, wino_reason = _load_cython_kernels("_winograd")
         self._ext_reason = self._ext_reason or wino_reason
+        self._norm, norm_reason = _load_cython_kernels("_norm")
+        self._ext_reason = self._ext_reason or norm_reason
 
     @property
     def im2col_compiled(self) -> bool:
@@ -88,15 +90,61 @@ class NumpyBackend(Backend):
 
     def kernels(self):
         built = [f"dualnet.kernels.{m.__name__.rsplit('.', 1)[1]}"
-                 for m in (self._ext, self._wino) if m is not None]
-        if len(built) == 2:
+                 for m in (self._ext, self._wino, self._norm) if m is not None]
+        if len(built) == 3:
             fused = self._ext.FUSED_KERNEL
             fused = (f"fused convolutions with {fused} vectors" if fused != "scalar" else
                      "no fused convolutions (the compiler has no vector extensions)")
             return f"Cython kernels ({', '.join(built)}; {fused})"
         if built:
-            return f"Cython kernels ({built[0]}), pure-NumPy for the rest ({self._ext_reason})"
+            return (f"Cython kernels ({', '.join(built)}), pure-NumPy for the rest "
+                    f"({self._ext_reason})")
         return f"pure-NumPy kernels ({self._ext_reason})"
+
+    def matmul(self, a, b, out=None):
+        """BLAS on one thread, large products split over dualnet's threads (`_threads`)."""
+        return _threads.matmul(a, b, out=out)
+
+    # -- batch normalization in training mode: the reference's arithmetic in two passes over
+    # the data each way (kernels/norm.pyx), for C-contiguous arrays
+    def _norm_kernels_take(self, x):
+        return self._norm is not None and x.flags.c_contiguous
+
+    def batchnorm_train(self, x, gamma, beta, eps):
+        if not self._norm_kernels_take(x):
+            return super().batchnorm_train(x, gamma, beta, eps)
+        x3 = x.reshape(x.shape[0], x.shape[1], -1)
+        out = np.empty_like(x3)
+        mean, var = np.empty(x.shape[1], x.dtype), np.empty(x.shape[1], x.dtype)
+        self._norm.channel_moments(x3, mean, var)
+        std = np.sqrt(var + x.dtype.type(eps))
+        self._norm.channel_normalize(x3, mean, np.ascontiguousarray(gamma / std),
+                                     np.ascontiguousarray(beta), out)
+        return out.reshape(x.shape), mean, var, std
+
+    def batchnorm_train_backward(self, dout, x, mean, std, gamma):
+        if not self._norm_kernels_take(x):
+            return super().batchnorm_train_backward(dout, x, mean, std, gamma)
+        shape = (x.shape[0], x.shape[1], -1)
+        dout3, x3 = np.ascontiguousarray(dout).reshape(shape), x.reshape(shape)
+        dbeta, sum_gx = np.empty_like(mean), np.empty_like(mean)
+        self._norm.channel_grad_sums(dout3, x3, mean, dbeta, sum_gx)
+        dgamma = sum_gx / std
+        M = x.size // x.shape[1]
+        dx = np.empty_like(x3)
+        self._norm.channel_normalize_grad(dout3, x3, mean, np.ascontiguousarray(gamma / std),
+                                          dbeta / M, dgamma / (M * std), dx)
+        return dx.reshape(x.shape), dgamma, dbeta
+
+    # Every library product inside a convolution (the algorithms' GEMMs, the Winograd filter
+    # transforms) keeps BLAS on one thread, so BLAS's pool never wakes beside the kernels.
+    def conv2d(self, *args, **kwargs):
+        with _threads.blas_one_thread():
+            return super().conv2d(*args, **kwargs)
+
+    def conv2d_backward(self, *args, **kwargs):
+        with _threads.blas_one_thread():
+            return super().conv2d_backward(*args, **kwargs)
 
     # -- kernels: im2col and col2im take `out=`: im2col writes into any (N, K, P) array with a
     # contiguous last axis (the chunked im2col passes a transposed view of a (K, N, P) buffer),

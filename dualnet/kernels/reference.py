@@ -185,21 +185,27 @@ def winograd_tiles(H, W, pad):
     return (H + 2 * pad - 1) // 2, (W + 2 * pad - 1) // 2
 
 
+def _winograd_filter_matrix(xp, dtype):
+    """G kron G (16, 9): row 4i + j maps a filter's 9 taps (row-major) to U[4i + j]."""
+    G = xp.asarray(WINOGRAD_G, dtype=dtype)  # entries 0, +-1/2, 1: the products are exact
+    return xp.kron(G, G)
+
+
 def winograd_filter(xp, w):
-    """w (F, C, 3, 3) -> U (16, F, C) = G w G^T per (f, c), coefficient-major."""
-    G = xp.asarray(WINOGRAD_G, dtype=w.dtype)
+    """w (F, C, 3, 3) -> U (16, F, C) = G w G^T per (f, c), coefficient-major.
+
+    One GEMM, (G kron G) (16, 9) @ taps (9, F*C): the two products with G (inner dimension
+    3, 4 columns) run at a fraction of the speed of one with F*C columns."""
     F, C = w.shape[:2]
-    Gw = xp.tensordot(G, w, axes=([1], [2]))  # (4, F, C, 3); tensordot is GEMM, einsum loops
-    U = xp.tensordot(Gw, G, axes=([3], [1]))  # (4, F, C, 4)
-    return xp.ascontiguousarray(U.transpose(0, 3, 1, 2)).reshape(16, F, C)
+    taps = w.reshape(F * C, 9).T
+    return xp.matmul(_winograd_filter_matrix(xp, w.dtype), taps).reshape(16, F, C)
 
 
 def winograd_filter_grad(xp, dU):
     """Adjoint of `winograd_filter`: dU (16, F, C) -> dw (F, C, 3, 3) = G^T dU G."""
-    G = xp.asarray(WINOGRAD_G, dtype=dU.dtype)
-    GdU = xp.tensordot(G, dU.reshape(4, 4, *dU.shape[1:]), axes=([0], [0]))  # (3, 4, F, C)
-    dw = xp.tensordot(GdU, G, axes=([1], [0]))  # (3, F, C, 3)
-    return xp.ascontiguousarray(dw.transpose(1, 2, 0, 3))
+    F, C = dU.shape[1:]
+    dtaps = xp.matmul(dU.reshape(16, F * C).T, _winograd_filter_matrix(xp, dU.dtype))
+    return dtaps.reshape(F, C, 3, 3)
 
 
 def _padded_plane(xp, x, pad, th, tw):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from .. import _checks
+from .. import _checks, backend
 
 
 def _standardize(xp, x, axes, eps):
@@ -56,34 +56,44 @@ def _batchnorm(layer, x, gamma, beta, bn_param, axes):
         running_var = xp.zeros(C, dtype=x.dtype)
     _checks.shape(layer, "bn_param['running_mean']", running_mean, (C,))
     _checks.shape(layer, "bn_param['running_var']", running_var, (C,))
-    bshape = [1] * x.ndim
-    bshape[1] = C
     if mode == "train":
         if math.prod(x.shape[a] for a in axes) == 0:
             # the mean of nothing is NaN, and it would stay in the running statistics for good
             raise ValueError(f"{layer}: x of shape {tuple(x.shape)} holds no values per channel; "
                              f"batch statistics need a non-empty batch in 'train' mode")
-        mean = x.mean(axis=axes, keepdims=True)
-        xc = x - mean
-        var = (xc * xc).mean(axis=axes, keepdims=True)
-        std = xp.sqrt(var + x.dtype.type(eps))
-        xhat = xc / std
-        bn_param["running_mean"] = momentum * running_mean + (1 - momentum) * mean.reshape(C)
-        bn_param["running_var"] = momentum * running_var + (1 - momentum) * var.reshape(C)
-    else:
-        std = xp.sqrt(running_var + x.dtype.type(eps)).reshape(bshape)
-        xc = x - running_mean.reshape(bshape)
-        xhat = xc / std
+        # the backend's kernel: statistics and normalization in few passes over x
+        out, mean, var, std = be.batchnorm_train(x, gamma, beta, eps)
+        bn_param["running_mean"] = momentum * running_mean + (1 - momentum) * mean
+        bn_param["running_var"] = momentum * running_var + (1 - momentum) * var
+        return out, {"mode": mode, "x": x, "mean": mean, "std": std, "gamma": gamma,
+                     "axes": axes}
+    bshape = [1] * x.ndim
+    bshape[1] = C
+    std = xp.sqrt(running_var + x.dtype.type(eps)).reshape(bshape)
+    xhat = (x - running_mean.reshape(bshape)) / std
     g = gamma.reshape(bshape)
     out = g * xhat + beta.reshape(bshape)
-    return out, {"mode": mode, "xhat": xhat, "xc": xc, "std": std, "gamma": g, "axes": axes}
+    return out, {"mode": mode, "xhat": xhat, "std": std, "gamma": g, "axes": axes}
 
 
 def _checked(layer, dout, cache, made_by, keys=("xhat", "std", "gamma")):
-    """The cache of forward function `made_by`, with dout checked against its output shape."""
+    """The cache of forward function `made_by`, with dout checked against its output shape
+    (that of the x or xhat it keeps)."""
     cache = _checks.dict_cache(layer, cache, keys, made_by)
-    _checks.dout(layer, dout, cache["xhat"].shape, made_by)
+    _checks.dout(layer, dout, (cache["x"] if "x" in cache else cache["xhat"]).shape, made_by)
     return cache
+
+
+#: The keys of a batch normalization cache, by mode: training keeps x and its statistics
+#: (the backend's backward kernel recomputes xhat), test mode xhat and the running std.
+_BATCHNORM_KEYS = {"train": ("mode", "x", "mean", "std", "gamma", "axes"),
+                   "test": ("mode", "xhat", "std", "gamma", "axes")}
+
+
+def _batchnorm_cache(layer, dout, cache, made_by):
+    """`_checked` for the caches of the batch normalizations, whose keys depend on the mode."""
+    mode = _checks.dict_cache(layer, cache, ("mode",), made_by)["mode"]
+    return _checked(layer, dout, cache, made_by, _BATCHNORM_KEYS.get(mode, ("mode", "x")))
 
 
 def _affine_grads(dout, cache):
@@ -95,10 +105,11 @@ def _affine_grads(dout, cache):
 
 
 def _batchnorm_backward_closed(dout, cache):
-    dgamma, dbeta, dxhat = _affine_grads(dout, cache)
     if cache["mode"] == "test":  # statistics were constants
+        dgamma, dbeta, dxhat = _affine_grads(dout, cache)
         return dxhat / cache["std"], dgamma, dbeta
-    return _standardize_backward(dxhat, cache["xhat"], cache["std"], cache["axes"]), dgamma, dbeta
+    return backend.of(dout).batchnorm_train_backward(dout, cache["x"], cache["mean"],
+                                                     cache["std"], cache["gamma"])
 
 
 def batchnorm_forward(x, gamma, beta, bn_param):
@@ -122,11 +133,12 @@ def batchnorm_backward(dout, cache):
 
     Returns dx (N, D), dgamma (D,), dbeta (D,).
     """
-    cache = _checked("batchnorm_backward", dout, cache, "batchnorm_forward",
-                     ("mode", "xhat", "xc", "std", "gamma"))
+    cache = _batchnorm_cache("batchnorm_backward", dout, cache, "batchnorm_forward")
     if cache["mode"] == "test":
         return _batchnorm_backward_closed(dout, cache)
-    xhat, xc, std, gamma = cache["xhat"], cache["xc"], cache["std"], cache["gamma"]
+    std, gamma = cache["std"], cache["gamma"]
+    xc = cache["x"] - cache["mean"]
+    xhat = xc / std
     M = dout.shape[0]
     dbeta = dout.sum(axis=0)
     dgamma = (dout * xhat).sum(axis=0)
@@ -150,8 +162,7 @@ def batchnorm_backward_alt(dout, cache):
 
     Returns dx (N, D), dgamma (D,), dbeta (D,).
     """
-    cache = _checked("batchnorm_backward_alt", dout, cache, "batchnorm_forward",
-                     ("mode", "xhat", "std", "gamma", "axes"))
+    cache = _batchnorm_cache("batchnorm_backward_alt", dout, cache, "batchnorm_forward")
     return _batchnorm_backward_closed(dout, cache)
 
 
@@ -166,8 +177,8 @@ def spatial_batchnorm_forward(x, gamma, beta, bn_param):
 
 def spatial_batchnorm_backward(dout, cache):
     """Returns dx (N, C, H, W), dgamma (C,), dbeta (C,)."""
-    cache = _checked("spatial_batchnorm_backward", dout, cache, "spatial_batchnorm_forward",
-                     ("mode", "xhat", "std", "gamma", "axes"))
+    cache = _batchnorm_cache("spatial_batchnorm_backward", dout, cache,
+                             "spatial_batchnorm_forward")
     return _batchnorm_backward_closed(dout, cache)
 
 

@@ -35,10 +35,10 @@ def affine_relu_forward(x, w, b):
     return out, (fc_cache, relu_cache)
 
 
-def affine_relu_backward(dout, cache):
-    """Returns dx, dw, db."""
+def affine_relu_backward(dout, cache, need_dx=True):
+    """Returns dx, dw, db (dx None with need_dx=False, for a network's first layer)."""
     fc_cache, relu_cache = cache
-    return affine_backward(relu_backward(dout, relu_cache), fc_cache)
+    return affine_backward(relu_backward(dout, relu_cache), fc_cache, need_dx=need_dx)
 
 
 def affine_norm_relu_forward(x, w, b, gamma, beta, norm_param, normalization="batchnorm"):
@@ -57,12 +57,12 @@ def affine_norm_relu_forward(x, w, b, gamma, beta, norm_param, normalization="ba
     return out, (fc_cache, norm_cache, relu_cache, normalization)
 
 
-def affine_norm_relu_backward(dout, cache):
-    """Returns dx, dw, db, dgamma, dbeta."""
+def affine_norm_relu_backward(dout, cache, need_dx=True):
+    """Returns dx, dw, db, dgamma, dbeta (dx None with need_dx=False)."""
     fc_cache, norm_cache, relu_cache, normalization = cache
     _, norm_backward = _NORMS[normalization]
     dan, dgamma, dbeta = norm_backward(relu_backward(dout, relu_cache), norm_cache)
-    dx, dw, db = affine_backward(dan, fc_cache)
+    dx, dw, db = affine_backward(dan, fc_cache, need_dx=need_dx)
     return dx, dw, db, dgamma, dbeta
 
 

@@ -24,12 +24,14 @@ weights), then moved to the default backend (`dualnet.backend.use`) in the model
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 
 import numpy as np
 
 from .. import _checks, numerics
+from .._threads import blas_one_thread
 from ..backend import current, get, of
 from ..layers import softmax_loss
 
@@ -41,11 +43,28 @@ _JOIN = "join"
 
 
 def _takes_need_dx(fn) -> bool:
-    """Whether backward function `fn` accepts the `need_dx` keyword (once per step: cheap)."""
+    """Whether backward function `fn` accepts the `need_dx` keyword (asked once per step;
+    remembered, since reading a signature costs as much as a small layer)."""
+    try:
+        return _signature_takes_need_dx(fn)
+    except TypeError:  # an unhashable callable: read its signature every time
+        return _signature_takes_need_dx.__wrapped__(fn)
+
+
+@functools.lru_cache(maxsize=256)
+def _signature_takes_need_dx(fn) -> bool:
     try:
         return "need_dx" in inspect.signature(fn).parameters
     except (TypeError, ValueError):  # a callable without an inspectable signature
         return False
+
+
+def _l2(loss, dW, W, reg: float):
+    """loss + 0.5 * reg * sum(W**2) and dW + reg * W: the sum as one dot product (no W**2
+    array), the gradient in one new array (reg * W, then dW added in place)."""
+    decayed = reg * W
+    decayed += dW
+    return loss + 0.5 * reg * of(W).xp.vdot(W, W), decayed
 
 
 def init_scale(weight_scale, fan_in: int) -> float:
@@ -189,17 +208,18 @@ class Model:
         if numerics.enabled():
             numerics.check(X, type(self).__name__, None, "input X")
         self._set_mode("test" if y is None else "train")
-        if y is None:
-            return self._scores(X)
-        self._tape = []
-        try:
-            data_loss, dscores = softmax_loss(self._scores(X), y)
-            if numerics.enabled():
-                numerics.check(data_loss, type(self).__name__, "softmax_loss", "loss")
-            grads = self._backward(dscores)
-        finally:
-            self._tape = None
-        return self._regularize(data_loss, grads)
+        with blas_one_thread():  # once for every layer's products (dualnet._threads)
+            if y is None:
+                return self._scores(X)
+            self._tape = []
+            try:
+                data_loss, dscores = softmax_loss(self._scores(X), y)
+                if numerics.enabled():
+                    numerics.check(data_loss, type(self).__name__, "softmax_loss", "loss")
+                grads = self._backward(dscores)
+            finally:
+                self._tape = None
+            return self._regularize(data_loss, grads)
 
     def _regularize(self, loss, grads):
         # float(): a NumPy float64 reg would silently upcast float32 grads.
@@ -207,9 +227,7 @@ class Model:
         if reg == 0:
             return loss, grads
         for name in self.weight_names():
-            W = self.params[name]
-            loss = loss + 0.5 * reg * (W * W).sum()
-            grads[name] = grads[name] + reg * W
+            loss, grads[name] = _l2(loss, grads[name], self.params[name], reg)
         return loss, grads
 
     def weight_names(self):

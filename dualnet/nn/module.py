@@ -17,6 +17,8 @@ from collections.abc import Iterator, MutableMapping
 import numpy as np
 
 from .. import backend, numerics
+from .._threads import blas_one_thread
+from ..models.base import _l2
 
 
 class Module:
@@ -262,18 +264,17 @@ class Sequential(Module):
         training with them.
         """
         self.train(y is not None)
-        scores = self.forward(X)
-        if y is None:
-            return scores
-        loss = self.criterion.forward(scores, y)
-        self.backward(self.criterion.backward())
+        with blas_one_thread():  # once for every layer's products (dualnet._threads)
+            scores = self.forward(X)
+            if y is None:
+                return scores
+            loss = self.criterion.forward(scores, y)
+            self.backward(self.criterion.backward())
         grads = self.grads
         if self.reg:
             params = self.params
             for name in self.regularized():
-                w = params[name]
-                loss = loss + 0.5 * self.reg * (w * w).sum()
-                grads[name] = grads[name] + self.reg * w
+                loss, grads[name] = _l2(loss, grads[name], params[name], float(self.reg))
         return loss, grads
 
     def __repr__(self):

@@ -226,7 +226,8 @@ def test_fast_layers_equal_naive_layers(numpy_backend, dtype, geom, F, seed):
 def test_numpy_backend_reports_active_kernels():
     fused = cy.FUSED_KERNEL
     assert backend.get("numpy").kernels() == (
-        "Cython kernels (dualnet.kernels._im2col, dualnet.kernels._winograd; "
+        "Cython kernels (dualnet.kernels._im2col, dualnet.kernels._winograd, "
+        "dualnet.kernels._norm; "
         + (f"fused convolutions with {fused} vectors)" if fused != "scalar" else
            "no fused convolutions (the compiler has no vector extensions))"))
 

@@ -1,0 +1,266 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False
+"""CPU kernels for the `numpy` backend: batch normalization in training mode.
+
+Built as `dualnet.kernels._norm`. Arrays are (N, C, S): channels on axis 1, the statistics of
+channel c taken over every n and s (S = H*W for spatial batchnorm, 1 for (N, D) features),
+C-contiguous, one float dtype; per-channel vectors are (C,) of that dtype. The arithmetic is
+that of `Backend.batchnorm_train` and `batchnorm_train_backward` in
+`dualnet/backends/base.py` (the reference), which the numpy backend builds from these four
+kernels in two passes over the data each way instead of ten to fifteen:
+
+- `channel_moments(x, mean, var)`: mean and biased variance, two passes, sums in double;
+- `channel_normalize(x, mean, scale, shift, out)`: out = (x - mean) * scale + shift;
+- `channel_grad_sums(dout, x, mean, sum_g, sum_gx)`: sums of dout and dout * (x - mean), in
+  double;
+- `channel_normalize_grad(dout, x, mean, k1, offset, k2, dx)`:
+  dx = k1 * (dout - offset - (x - mean) * k2).
+
+A channel's sums run in one thread, in a fixed order, so results are deterministic; channels
+(then (n, c) planes; for (N, D) features blocks of 64 columns, then rows) are spread over the
+OpenMP threads, except in arrays too small to pay for waking them (`SERIAL_BELOW` elements).
+"""
+
+from cython.parallel cimport prange
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int dn_norm_max_threads(void) { return omp_get_max_threads(); }
+    #else
+    static int dn_norm_max_threads(void) { return 1; }
+    #endif
+    """
+    int dn_norm_max_threads() noexcept nogil
+
+cdef extern from *:
+    """
+    #ifndef DUALNET_SOURCE_SHA256
+    #define DUALNET_SOURCE_SHA256 ""
+    #endif
+    """
+    const char *DUALNET_SOURCE_SHA256
+
+SOURCE_SHA256 = DUALNET_SOURCE_SHA256.decode("ascii")
+
+
+ctypedef fused floating:
+    float
+    double
+
+
+cdef inline double _sum(const floating *p, Py_ssize_t S) noexcept nogil:
+    """sum of p[i], i < S, with eight accumulators so the additions do not wait on each other."""
+    cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0
+    cdef Py_ssize_t i = 0
+    while i + 8 <= S:
+        a0 += p[i]; a1 += p[i + 1]; a2 += p[i + 2]; a3 += p[i + 3]
+        a4 += p[i + 4]; a5 += p[i + 5]; a6 += p[i + 6]; a7 += p[i + 7]
+        i += 8
+    while i < S:
+        a0 += p[i]
+        i += 1
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+cdef inline double _sum_squares(const floating *p, Py_ssize_t S, double m) noexcept nogil:
+    """sum of (p[i] - m)**2, i < S, likewise."""
+    cdef double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0, d
+    cdef Py_ssize_t i = 0
+    while i + 8 <= S:
+        d = p[i] - m; a0 += d * d
+        d = p[i + 1] - m; a1 += d * d
+        d = p[i + 2] - m; a2 += d * d
+        d = p[i + 3] - m; a3 += d * d
+        d = p[i + 4] - m; a4 += d * d
+        d = p[i + 5] - m; a5 += d * d
+        d = p[i + 6] - m; a6 += d * d
+        d = p[i + 7] - m; a7 += d * d
+        i += 8
+    while i < S:
+        d = p[i] - m; a0 += d * d
+        i += 1
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
+cdef inline void _sums_of_grad(const floating *g, const floating *p, Py_ssize_t S, double m,
+                               double *sum_g, double *sum_gx) noexcept nogil:
+    """sum_g += sum of g[i]; sum_gx += sum of g[i] * (p[i] - m), i < S."""
+    cdef double g0 = 0, g1 = 0, g2 = 0, g3 = 0, x0 = 0, x1 = 0, x2 = 0, x3 = 0
+    cdef Py_ssize_t i = 0
+    while i + 4 <= S:
+        g0 += g[i]; x0 += g[i] * (p[i] - m)
+        g1 += g[i + 1]; x1 += g[i + 1] * (p[i + 1] - m)
+        g2 += g[i + 2]; x2 += g[i + 2] * (p[i + 2] - m)
+        g3 += g[i + 3]; x3 += g[i + 3] * (p[i + 3] - m)
+        i += 4
+    while i < S:
+        g0 += g[i]; x0 += g[i] * (p[i] - m)
+        i += 1
+    sum_g[0] += (g0 + g1) + (g2 + g3)
+    sum_gx[0] += (x0 + x1) + (x2 + x3)
+
+
+# (N, D) features (S = 1): a channel is a column, so these work on blocks of columns, each
+# row's block added to per-column sums (whole vectors of columns at a time).
+cdef enum:
+    _BLOCK = 64
+
+
+cdef void _feature_moments(const floating *x, Py_ssize_t N, Py_ssize_t D, Py_ssize_t c0,
+                           Py_ssize_t c1, floating *mean, floating *var) noexcept nogil:
+    """mean, var of columns c0 <= c < c1 of x (N, D), sums in double."""
+    cdef double acc[_BLOCK]
+    cdef double m[_BLOCK]
+    cdef double d
+    cdef Py_ssize_t w = c1 - c0, n, j
+    cdef const floating *row
+    for j in range(w):
+        acc[j] = 0
+    for n in range(N):
+        row = x + n * D + c0
+        for j in range(w):
+            acc[j] += row[j]
+    for j in range(w):
+        m[j] = acc[j] / N
+        acc[j] = 0
+    for n in range(N):
+        row = x + n * D + c0
+        for j in range(w):
+            d = row[j] - m[j]
+            acc[j] += d * d
+    for j in range(w):
+        mean[c0 + j] = <floating>m[j]
+        var[c0 + j] = <floating>(acc[j] / N)
+
+
+cdef void _feature_grad_sums(const floating *g, const floating *x, const floating *mean,
+                             Py_ssize_t N, Py_ssize_t D, Py_ssize_t c0, Py_ssize_t c1,
+                             floating *sum_g, floating *sum_gx) noexcept nogil:
+    """Column sums of g and of g * (x - mean) for columns c0 <= c < c1, in double."""
+    cdef double ag[_BLOCK]
+    cdef double agx[_BLOCK]
+    cdef Py_ssize_t w = c1 - c0, n, j
+    for j in range(w):
+        ag[j] = 0
+        agx[j] = 0
+    for n in range(N):
+        for j in range(w):
+            ag[j] += g[n * D + c0 + j]
+            agx[j] += g[n * D + c0 + j] * (<double>x[n * D + c0 + j] - mean[c0 + j])
+    for j in range(w):
+        sum_g[c0 + j] = <floating>ag[j]
+        sum_gx[c0 + j] = <floating>agx[j]
+
+
+cdef Py_ssize_t _SERIAL_BELOW = 1 << 15
+SERIAL_BELOW = _SERIAL_BELOW
+"""Arrays with fewer elements run on one thread: waking the others costs more."""
+
+
+cdef int _threads(Py_ssize_t size) noexcept nogil:
+    return 1 if size < _SERIAL_BELOW else dn_norm_max_threads()
+
+
+def channel_moments(const floating[:, :, ::1] x, floating[::1] mean, floating[::1] var):
+    """mean (C,) and biased variance (C,) of x (N, C, S) over n and s."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], n, c
+    cdef double M = <double>(N * S), m, q
+    cdef Py_ssize_t block
+    if S == 1:
+        for block in prange((C + _BLOCK - 1) // _BLOCK, nogil=True, schedule="static",
+                            num_threads=_threads(N * C)):
+            _feature_moments(&x[0, 0, 0], N, C, block * _BLOCK,
+                             min(C, (block + 1) * _BLOCK), &mean[0], &var[0])
+        return
+    for c in prange(C, nogil=True, schedule="static", num_threads=_threads(N * C * S)):
+        m = 0
+        for n in range(N):
+            m = m + _sum(&x[n, c, 0], S)
+        m = m / M
+        q = 0
+        for n in range(N):
+            q = q + _sum_squares(&x[n, c, 0], S, m)
+        mean[c] = <floating>m
+        var[c] = <floating>(q / M)
+
+
+def channel_normalize(const floating[:, :, ::1] x, const floating[::1] mean,
+                      const floating[::1] scale, const floating[::1] shift,
+                      floating[:, :, ::1] out):
+    """out (N, C, S) = (x - mean[c]) * scale[c] + shift[c]."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], n, c, i, plane
+    cdef floating m, k, b
+    cdef const floating *src
+    cdef floating *dst
+    if S == 1:  # a row of features at a time
+        for n in prange(N, nogil=True, schedule="static", num_threads=_threads(N * C)):
+            src = &x[n, 0, 0]
+            dst = &out[n, 0, 0]
+            for c in range(C):
+                dst[c] = (src[c] - mean[c]) * scale[c] + shift[c]
+        return
+    for plane in prange(N * C, nogil=True, schedule="static", num_threads=_threads(N * C * S)):
+        n = plane // C
+        c = plane % C
+        m = mean[c]
+        k = scale[c]
+        b = shift[c]
+        src = &x[n, c, 0]
+        dst = &out[n, c, 0]
+        for i in range(S):
+            dst[i] = (src[i] - m) * k + b
+
+
+def channel_grad_sums(const floating[:, :, ::1] dout, const floating[:, :, ::1] x,
+                      const floating[::1] mean, floating[::1] sum_g, floating[::1] sum_gx):
+    """sum_g[c] = sum of dout[:, c], sum_gx[c] = sum of dout[:, c] * (x[:, c] - mean[c])."""
+    cdef Py_ssize_t N = dout.shape[0], C = dout.shape[1], S = dout.shape[2], n, c
+    cdef double g, gx
+    cdef Py_ssize_t block
+    if S == 1:
+        for block in prange((C + _BLOCK - 1) // _BLOCK, nogil=True, schedule="static",
+                            num_threads=_threads(N * C)):
+            _feature_grad_sums(&dout[0, 0, 0], &x[0, 0, 0], &mean[0], N, C, block * _BLOCK,
+                               min(C, (block + 1) * _BLOCK), &sum_g[0], &sum_gx[0])
+        return
+    for c in prange(C, nogil=True, schedule="static", num_threads=_threads(N * C * S)):
+        g = 0
+        gx = 0
+        for n in range(N):
+            _sums_of_grad(&dout[n, c, 0], &x[n, c, 0], S, mean[c], &g, &gx)
+        sum_g[c] = <floating>g
+        sum_gx[c] = <floating>gx
+
+
+def channel_normalize_grad(const floating[:, :, ::1] dout, const floating[:, :, ::1] x,
+                           const floating[::1] mean, const floating[::1] k1,
+                           const floating[::1] offset, const floating[::1] k2,
+                           floating[:, :, ::1] dx):
+    """dx (N, C, S) = k1[c] * (dout - offset[c] - (x - mean[c]) * k2[c])."""
+    cdef Py_ssize_t N = dout.shape[0], C = dout.shape[1], S = dout.shape[2], n, c, i, plane
+    cdef floating m, a, o, b
+    cdef const floating *g
+    cdef const floating *p
+    cdef floating *d
+    if S == 1:  # a row of features at a time
+        for n in prange(N, nogil=True, schedule="static", num_threads=_threads(N * C)):
+            g = &dout[n, 0, 0]
+            p = &x[n, 0, 0]
+            d = &dx[n, 0, 0]
+            for c in range(C):
+                d[c] = k1[c] * (g[c] - offset[c] - (p[c] - mean[c]) * k2[c])
+        return
+    for plane in prange(N * C, nogil=True, schedule="static", num_threads=_threads(N * C * S)):
+        n = plane // C
+        c = plane % C
+        m = mean[c]
+        a = k1[c]
+        o = offset[c]
+        b = k2[c]
+        g = &dout[n, c, 0]
+        p = &x[n, c, 0]
+        d = &dx[n, c, 0]
+        for i in range(S):
+            d[i] = a * (g[i] - o - (p[i] - m) * b)
