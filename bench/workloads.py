@@ -6,7 +6,8 @@ with batchnorm and dropout, a VGG-style and a pre-activation residual ConvNet th
 A row is a `Workload`: `build[system]()` returns a zero-argument callable that runs one
 iteration (forward and backward where the row says so) on inputs created once, outside the
 timing. `items` turns a time into a rate (images per iteration), `flops` into GFLOP/s, and
-`target` is the issue-11 bound on dualnet time / PyTorch time, where the row has one.
+`target` is the bound issue 11 (or, for the depthwise row, issue 12) sets on dualnet time /
+PyTorch time, where the row has one.
 Training rows of both systems take the same SGD step: weight decay on the weights only (the
 dualnet models' and `nn.Sequential`'s `reg`, PyTorch's `weight_decay` on a parameter group
 of the conv and linear weights). Only `worker.py` (and the Jupyter notebook it runs) imports
@@ -29,7 +30,7 @@ class Workload:
     build: dict = field(default_factory=dict)  # system name -> () -> callable
     items: int = 0  # images per iteration: reported as images/s when > 0
     flops: float = 0.0  # floating-point operations per iteration: GFLOP/s when > 0
-    target: float | None = None  # issue 11: the largest dualnet/PyTorch time that meets it
+    target: float | None = None  # the largest dualnet/PyTorch time that meets the issue's bound
 
 
 def _rng():
@@ -37,22 +38,22 @@ def _rng():
 
 
 def _conv_flops(x_shape, w_shape, stride, pad, passes):
-    """2*N*F*C*HH*WW*Ho*Wo per GEMM-shaped pass (forward, dW, dX)."""
-    N, C, H, W = x_shape
-    F, _, HH, WW = w_shape
+    """2*N*F*(C/groups)*HH*WW*Ho*Wo per GEMM-shaped pass (forward, dW, dX)."""
+    N, _, H, W = x_shape
+    F, C, HH, WW = w_shape
     Ho, Wo = (H + 2 * pad - HH) // stride + 1, (W + 2 * pad - WW) // stride + 1
     return 2.0 * N * F * C * HH * WW * Ho * Wo * passes
 
 
 # -- convolution and pooling --------------------------------------------------------------
-def _conv_dualnet(x_shape, w_shape, stride, pad, dtype, naive=False):
+def _conv_dualnet(x_shape, w_shape, stride, pad, dtype, groups=1, naive=False):
     from dualnet import layers
 
     rng = _rng()
     x = rng.standard_normal(x_shape).astype(dtype)
     w = rng.standard_normal(w_shape).astype(dtype)
     b = rng.standard_normal(w_shape[0]).astype(dtype)
-    param = {"stride": stride, "pad": pad}
+    param = {"stride": stride, "pad": pad, "groups": groups}
     forward, backward = ((layers.conv_forward_naive, layers.conv_backward_naive) if naive
                          else (layers.conv_forward_fast, layers.conv_backward_fast))
 
@@ -62,7 +63,7 @@ def _conv_dualnet(x_shape, w_shape, stride, pad, dtype, naive=False):
     return step
 
 
-def _conv_torch(x_shape, w_shape, stride, pad, dtype):
+def _conv_torch(x_shape, w_shape, stride, pad, dtype, groups=1):
     import torch
 
     rng = _rng()
@@ -72,16 +73,16 @@ def _conv_torch(x_shape, w_shape, stride, pad, dtype):
     b = torch.tensor(rng.standard_normal(w_shape[0]), dtype=tdtype, requires_grad=True)
 
     def step():
-        out = torch.nn.functional.conv2d(x, w, b, stride=stride, padding=pad)
+        out = torch.nn.functional.conv2d(x, w, b, stride=stride, padding=pad, groups=groups)
         out.backward(torch.ones_like(out))
     return step
 
 
-def _conv(name, x_shape, w_shape, stride, pad, dtype):
-    args = (x_shape, w_shape, stride, pad, dtype)
+def _conv(name, x_shape, w_shape, stride, pad, dtype, groups=1, target=None):
+    args = (x_shape, w_shape, stride, pad, dtype, groups)
     return Workload(name, {"dualnet": lambda: _conv_dualnet(*args),
                            "torch": lambda: _conv_torch(*args)},
-                    flops=_conv_flops(x_shape, w_shape, stride, pad, passes=3))
+                    flops=_conv_flops(x_shape, w_shape, stride, pad, passes=3), target=target)
 
 
 def _maxpool_dualnet(x_shape):
@@ -369,6 +370,8 @@ WORKLOADS = [
           1, 3, np.float32),
     _conv("conv (c) 64x64x16x16 w64x64x3x3 s1 p1 f32 fwd+bwd", (64, 64, 16, 16),
           (64, 64, 3, 3), 1, 1, np.float32),
+    _conv("depthwise conv 64x128x16x16 w128x1x3x3 s1 p1 f32 fwd+bwd", (64, 128, 16, 16),
+          (128, 1, 3, 3), 1, 1, np.float32, groups=128, target=AS_FAST),
     Workload("max pool 2x2/2 50x32x32x32 f32 fwd+bwd",
              {"dualnet": lambda: _maxpool_dualnet((50, 32, 32, 32)),
               "torch": lambda: _maxpool_torch((50, 32, 32, 32))}),

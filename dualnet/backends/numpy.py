@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import _threads, backend
 from ..kernels import reference
-from . import conv, host_im2col, host_winograd
+from . import conv, host_im2col, host_winograd, scratch
 from .base import Backend
 
 
@@ -193,18 +193,27 @@ class NumpyBackend(Backend):
         out[...] = reference.nchw_to_rows(np, dout, q)
         return out
 
+    def _depthwise_ws(self, x, w, pad, Ho, Wo):
+        """The depthwise kernels' per-thread rows (padded plane, partial sums), from scratch."""
+        rows = self._ext.depthwise_workspace(x.shape[2], x.shape[3], w.shape[2], w.shape[3],
+                                             pad, Ho, Wo)
+        ws, = scratch.arrays(self, x.dtype, (self._ext.max_threads(), rows))
+        return ws
+
     def depthwise_forward(self, x, w, b, stride, pad, Ho, Wo):
         if self._ext is None:
             return super().depthwise_forward(x, w, b, stride, pad, Ho, Wo)
         out = np.empty((x.shape[0], w.shape[0], Ho, Wo), dtype=x.dtype)
-        return self._ext.depthwise_forward(x, np.ascontiguousarray(w), b, pad, stride, out)
+        return self._ext.depthwise_forward(x, np.ascontiguousarray(w), b, pad, stride, out,
+                                           self._depthwise_ws(x, w, pad, Ho, Wo))
 
     def depthwise_backward(self, dout, x, w, stride, pad, need_dx=True):
         if self._ext is None:
             return super().depthwise_backward(dout, x, w, stride, pad, need_dx)
         dx = np.empty_like(x) if need_dx else None
         return self._ext.depthwise_backward(dout, x, np.ascontiguousarray(w), pad, stride, dx,
-                                            np.empty(w.shape, dtype=w.dtype))
+                                            np.empty(w.shape, dtype=w.dtype),
+                                            self._depthwise_ws(x, w, pad, *dout.shape[2:]))
 
     # -- Winograd F(2x2, 3x3) tile transforms (see kernels/reference.py), into `out` ---------
     # Arrays are C-contiguous and share one dtype, float32 or float64. The pure-NumPy versions

@@ -786,145 +786,259 @@ def avgpool_backward(dout, x_shape, ph, pw, stride):
 
 # -- depthwise convolution -----------------------------------------------------------------
 # groups = C: filter f of F = C*m sees input channel f // m only, w (F, 1, HH, WW). The layer
-# is memory-bound, so the kernels stream each plane once per tap row instead of building
-# patches; for stride 1 every innermost loop runs over a contiguous row (vectorized by the
-# compiler). Output sizes (Ho, Wo) come from the arrays and may be the floor of the windows
-# that fit (windows start at the padded origin).
+# is memory-bound, so the kernels make one pass over each plane instead of building patches:
+# a thread copies the (n, c) input plane into a zero-padded plane in its cache once, and then
+# every output row is a sum of HH*WW scaled rows of it, with no bounds tests in the innermost
+# loops (contiguous for stride 1, which the compiler vectorizes). The filter gradient keeps
+# Wo partial sums per tap (elementwise products, vectorized too) and adds them up at the end,
+# in a fixed order. Output sizes (Ho, Wo) come from the arrays and may be the floor of the
+# windows that fit (windows start at the padded origin). Each thread's row of `ws` holds its
+# padded plane and its partial sums (`depthwise_workspace`).
 
-cdef void _depthwise_plane(const floating *x, const floating *taps, floating bias,
-                           floating *out, Py_ssize_t H, Py_ssize_t W, Py_ssize_t HH,
-                           Py_ssize_t WW, Py_ssize_t pad, Py_ssize_t stride, Py_ssize_t Ho,
-                           Py_ssize_t Wo) noexcept nogil:
-    """One filter over one (H, W) plane -> one (Ho, Wo) plane, bias first, then the taps."""
-    cdef Py_ssize_t ho, wo, i, j, h, off, lo, hi
+cdef extern from *:
+    """
+    /* The 3x3 stride-1 filter-gradient row: acc (9, Wo) += g[wo] times the padded plane's
+       three rows r, r + Wp, r + 2 Wp at columns wo, wo + 1, wo + 2. In C with restrict
+       pointers: the nine accumulator streams and the plane rows live in one workspace row,
+       and without restrict the compiler cannot rule out their overlap, so it would not
+       vectorize the loop. */
+    #define DN_DEPTHWISE_ACC3X3(T, SUFFIX)                                                   \
+    static inline void dn_depthwise_acc3x3_##SUFFIX(const T *__restrict__ g,               \
+            const T *__restrict__ r, Py_ssize_t Wp, Py_ssize_t Wo, T *__restrict__ acc) {   \
+        for (Py_ssize_t wo = 0; wo < Wo; ++wo) {                                            \
+            const T gw = g[wo];                                                             \
+            acc[wo] += gw * r[wo];                                                          \
+            acc[Wo + wo] += gw * r[wo + 1];                                                 \
+            acc[2 * Wo + wo] += gw * r[wo + 2];                                             \
+            acc[3 * Wo + wo] += gw * r[Wp + wo];                                            \
+            acc[4 * Wo + wo] += gw * r[Wp + wo + 1];                                        \
+            acc[5 * Wo + wo] += gw * r[Wp + wo + 2];                                        \
+            acc[6 * Wo + wo] += gw * r[2 * Wp + wo];                                        \
+            acc[7 * Wo + wo] += gw * r[2 * Wp + wo + 1];                                    \
+            acc[8 * Wo + wo] += gw * r[2 * Wp + wo + 2];                                    \
+        }                                                                                   \
+    }
+    DN_DEPTHWISE_ACC3X3(float, f)
+    DN_DEPTHWISE_ACC3X3(double, d)
+    """
+    void dn_depthwise_acc3x3_f(const float *g, const float *r, Py_ssize_t Wp, Py_ssize_t Wo,
+                               float *acc) noexcept nogil
+    void dn_depthwise_acc3x3_d(const double *g, const double *r, Py_ssize_t Wp, Py_ssize_t Wo,
+                               double *acc) noexcept nogil
+
+
+def depthwise_workspace(H, W, HH, WW, pad, Ho, Wo):
+    """Elements of one thread's workspace row for the depthwise kernels: a padded input
+    plane (or, for the 3x3 stride-1 input gradient, a dout plane with a 2-pixel border) and
+    the filter gradient's partial sums."""
+    return max((H + 2 * pad) * (W + 2 * pad), (Ho + 4) * (Wo + 4)) + HH * WW * Wo
+
+
+cdef void _pad_plane(const floating *x, floating *xp, Py_ssize_t H, Py_ssize_t W,
+                     Py_ssize_t pad) noexcept nogil:
+    """x (H, W) -> xp (H + 2 pad, W + 2 pad), zeros around."""
+    cdef Py_ssize_t Wp = W + 2 * pad, h
+    memset(xp, 0, (H + 2 * pad) * Wp * sizeof(floating))
+    for h in range(H):
+        memcpy(xp + (h + pad) * Wp + pad, x + h * W, W * sizeof(floating))
+
+
+cdef void _depthwise_plane(const floating *xp, Py_ssize_t Wp, const floating *taps,
+                           floating bias, floating *out, Py_ssize_t HH, Py_ssize_t WW,
+                           Py_ssize_t stride, Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    """One filter over one padded plane xp (rows Wp apart) -> one (Ho, Wo) plane, bias first,
+    then the taps in order."""
+    cdef Py_ssize_t ho, wo, i, j
     cdef floating t
     cdef floating *o
-    cdef const floating *row
+    cdef const floating *r
+    cdef const floating *r0
+    cdef const floating *r1
+    cdef const floating *r2
+    if HH == 3 and WW == 3 and stride == 1:
+        # the common case unrolled: one store per output, no chain through memory; the same
+        # order of sums as below (bias, then the taps row by row)
+        for ho in range(Ho):
+            o = out + ho * Wo
+            r0 = xp + ho * Wp
+            r1 = r0 + Wp
+            r2 = r1 + Wp
+            for wo in range(Wo):
+                o[wo] = (bias + taps[0] * r0[wo] + taps[1] * r0[wo + 1] + taps[2] * r0[wo + 2]
+                         + taps[3] * r1[wo] + taps[4] * r1[wo + 1] + taps[5] * r1[wo + 2]
+                         + taps[6] * r2[wo] + taps[7] * r2[wo + 1] + taps[8] * r2[wo + 2])
+        return
     for ho in range(Ho):
         o = out + ho * Wo
         for wo in range(Wo):
             o[wo] = bias
         for i in range(HH):
-            h = ho * stride - pad + i
-            if h < 0 or h >= H:
-                continue
-            row = x + h * W
             for j in range(WW):
                 t = taps[i * WW + j]
-                off = j - pad
-                _valid_range(off, W, Wo, stride, &lo, &hi)
+                r = xp + (ho * stride + i) * Wp + j
                 if stride == 1:
-                    for wo in range(lo, hi):
-                        o[wo] += t * row[wo + off]
+                    for wo in range(Wo):
+                        o[wo] += t * r[wo]
                 else:
-                    for wo in range(lo, hi):
-                        o[wo] += t * row[wo * stride + off]
+                    for wo in range(Wo):
+                        o[wo] += t * r[wo * stride]
 
 
 cdef void _depthwise_input_grad_plane(const floating *dout, const floating *taps,
-                                      floating *dx, Py_ssize_t m, Py_ssize_t H, Py_ssize_t W,
-                                      Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad,
-                                      Py_ssize_t stride, Py_ssize_t Ho,
-                                      Py_ssize_t Wo) noexcept nogil:
-    """The m filters of one channel send dout (m planes of (Ho, Wo)) back to its (H, W)
-    plane; one thread per plane, so the scatter needs no atomics and keeps its order."""
-    cdef Py_ssize_t k, ho, wo, i, j, h, off, lo, hi
+                                      floating *dxp, Py_ssize_t Wp, Py_ssize_t m,
+                                      Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t stride,
+                                      Py_ssize_t Ho, Py_ssize_t Wo) noexcept nogil:
+    """The m filters of one channel send dout (m planes of (Ho, Wo)) back into the padded
+    plane dxp (zeroed by the caller); one thread per plane, so no atomics, a fixed order."""
+    cdef Py_ssize_t k, ho, wo, i, j
     cdef floating t
-    cdef floating *drow
+    cdef floating *d
     cdef const floating *g
-    memset(dx, 0, H * W * sizeof(floating))
     for k in range(m):
         for ho in range(Ho):
             g = dout + (k * Ho + ho) * Wo
             for i in range(HH):
-                h = ho * stride - pad + i
-                if h < 0 or h >= H:
-                    continue
-                drow = dx + h * W
                 for j in range(WW):
                     t = taps[(k * HH + i) * WW + j]
-                    off = j - pad
-                    _valid_range(off, W, Wo, stride, &lo, &hi)
+                    d = dxp + (ho * stride + i) * Wp + j
                     if stride == 1:
-                        for wo in range(lo, hi):
-                            drow[wo + off] += t * g[wo]
+                        for wo in range(Wo):
+                            d[wo] += t * g[wo]
                     else:
-                        for wo in range(lo, hi):
-                            drow[wo * stride + off] += t * g[wo]
+                        for wo in range(Wo):
+                            d[wo * stride] += t * g[wo]
 
 
-cdef void _depthwise_filter_grad(const floating *dout, const floating *x, floating *dw,
-                                 Py_ssize_t N, Py_ssize_t dout_step, Py_ssize_t x_step,
-                                 Py_ssize_t H, Py_ssize_t W, Py_ssize_t HH, Py_ssize_t WW,
-                                 Py_ssize_t pad, Py_ssize_t stride, Py_ssize_t Ho,
-                                 Py_ssize_t Wo) noexcept nogil:
-    """One filter's HH*WW taps: sums over the batch (planes `dout_step` and `x_step` apart) and
-    the output positions, in a fixed order."""
-    cdef Py_ssize_t n, ho, wo, i, j, h, off, lo, hi
-    cdef floating acc0, acc1
+cdef void _depthwise_filter_grad_plane(const floating *dout, const floating *xp,
+                                       Py_ssize_t Wp, floating *acc, Py_ssize_t HH,
+                                       Py_ssize_t WW, Py_ssize_t stride, Py_ssize_t Ho,
+                                       Py_ssize_t Wo) noexcept nogil:
+    """acc (HH*WW, Wo) += dout (Ho, Wo) times the padded plane under each tap, per column."""
+    cdef Py_ssize_t ho, wo, i, j
+    cdef floating *a
     cdef const floating *g
-    cdef const floating *row
-    memset(dw, 0, HH * WW * sizeof(floating))
-    for n in range(N):
+    cdef const floating *r
+    if HH == 3 and WW == 3 and stride == 1:  # the common case: each dout value read once
         for ho in range(Ho):
-            g = dout + n * dout_step + ho * Wo
-            for i in range(HH):
-                h = ho * stride - pad + i
-                if h < 0 or h >= H:
-                    continue
-                row = x + n * x_step + h * W
-                for j in range(WW):
-                    off = j - pad
-                    _valid_range(off, W, Wo, stride, &lo, &hi)
-                    # two partial sums: the dependency chain of one would bound the speed
-                    acc0 = 0
-                    acc1 = 0
-                    wo = lo
-                    while wo + 1 < hi:
-                        acc0 += g[wo] * row[wo * stride + off]
-                        acc1 += g[wo + 1] * row[(wo + 1) * stride + off]
-                        wo += 2
-                    if wo < hi:
-                        acc0 += g[wo] * row[wo * stride + off]
-                    dw[i * WW + j] += acc0 + acc1
+            if floating is float:
+                dn_depthwise_acc3x3_f(dout + ho * Wo, xp + ho * Wp, Wp, Wo, acc)
+            else:
+                dn_depthwise_acc3x3_d(dout + ho * Wo, xp + ho * Wp, Wp, Wo, acc)
+        return
+    for ho in range(Ho):
+        g = dout + ho * Wo
+        for i in range(HH):
+            for j in range(WW):
+                a = acc + (i * WW + j) * Wo
+                r = xp + (ho * stride + i) * Wp + j
+                if stride == 1:
+                    for wo in range(Wo):
+                        a[wo] += g[wo] * r[wo]
+                else:
+                    for wo in range(Wo):
+                        a[wo] += g[wo] * r[wo * stride]
 
 
 def _depthwise_forward_fused(const floating[:, :, :, ::1] x, const floating[:, ::1] w,
                              const floating[::1] bias, floating[:, :, :, ::1] out,
-                             Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad, Py_ssize_t stride):
-    cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3]
+                             floating[:, ::1] ws, Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad,
+                             Py_ssize_t stride):
+    cdef Py_ssize_t C = x.shape[1], H = x.shape[2], W = x.shape[3], Wp = W + 2 * pad
     cdef Py_ssize_t F = out.shape[1], Ho = out.shape[2], Wo = out.shape[3]
-    cdef Py_ssize_t m = F // C, plane, n, f
-    for plane in prange(out.shape[0] * F, nogil=True, schedule="static"):
-        n = plane // F
-        f = plane % F
-        _depthwise_plane(&x[n, f // m, 0, 0], &w[f, 0], bias[f], &out[n, f, 0, 0], H, W, HH,
-                         WW, pad, stride, Ho, Wo)
+    cdef Py_ssize_t m = F // C, plane, n, c, f
+    cdef floating *xp = NULL
+    with nogil, parallel(num_threads=ws.shape[0]):
+        xp = &ws[threadid(), 0]
+        for plane in prange(x.shape[0] * C, schedule="static"):
+            n = plane // C
+            c = plane % C
+            _pad_plane(&x[n, c, 0, 0], xp, H, W, pad)
+            for f in range(c * m, (c + 1) * m):
+                _depthwise_plane(xp, Wp, &w[f, 0], bias[f], &out[n, f, 0, 0], HH, WW, stride,
+                                 Ho, Wo)
+
+
+cdef void _depthwise_input_grad_3x3(const floating *dout, const floating *taps, floating *dx,
+                                    floating *gp, Py_ssize_t m, Py_ssize_t H, Py_ssize_t W,
+                                    Py_ssize_t pad, Py_ssize_t Ho,
+                                    Py_ssize_t Wo) noexcept nogil:
+    """3x3 stride 1: each dx element gathers its nine taps from dout set in a 2-pixel zero
+    border (gp, (Ho + 4, Wo + 4)), one store per element, the channel's m filters in turn."""
+    cdef Py_ssize_t Wg = Wo + 4, k, h, x, ho
+    cdef const floating *t
+    cdef const floating *r0
+    cdef const floating *r1
+    cdef const floating *r2
+    cdef floating *d
+    cdef floating v
+    memset(gp, 0, (Ho + 4) * Wg * sizeof(floating))
+    for k in range(m):
+        for ho in range(Ho):
+            memcpy(gp + (ho + 2) * Wg + 2, dout + (k * Ho + ho) * Wo, Wo * sizeof(floating))
+        t = taps + k * 9
+        for h in range(H):
+            # padded row y = h + pad takes dout rows y - i (i = 0, 1, 2): gp rows y - i + 2
+            r0 = gp + (h + pad + 2) * Wg + pad + 2
+            r1 = r0 - Wg
+            r2 = r1 - Wg
+            d = dx + h * W
+            for x in range(W):
+                v = (t[0] * r0[x] + t[1] * r0[x - 1] + t[2] * r0[x - 2]
+                     + t[3] * r1[x] + t[4] * r1[x - 1] + t[5] * r1[x - 2]
+                     + t[6] * r2[x] + t[7] * r2[x - 1] + t[8] * r2[x - 2])
+                if k == 0:
+                    d[x] = v
+                else:
+                    d[x] += v
 
 
 def _depthwise_input_grad_fused(const floating[:, :, :, ::1] dout, const floating[:, ::1] w,
-                                floating[:, :, :, ::1] dx, Py_ssize_t HH, Py_ssize_t WW,
-                                Py_ssize_t pad, Py_ssize_t stride):
-    cdef Py_ssize_t C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+                                floating[:, :, :, ::1] dx, floating[:, ::1] ws, Py_ssize_t HH,
+                                Py_ssize_t WW, Py_ssize_t pad, Py_ssize_t stride):
+    cdef Py_ssize_t C = dx.shape[1], H = dx.shape[2], W = dx.shape[3], Wp = W + 2 * pad
     cdef Py_ssize_t Ho = dout.shape[2], Wo = dout.shape[3], m = dout.shape[1] // C
-    cdef Py_ssize_t plane, n, c
-    for plane in prange(dx.shape[0] * C, nogil=True, schedule="static"):
-        n = plane // C
-        c = plane % C
-        _depthwise_input_grad_plane(&dout[n, c * m, 0, 0], &w[c * m, 0], &dx[n, c, 0, 0], m,
-                                    H, W, HH, WW, pad, stride, Ho, Wo)
+    cdef Py_ssize_t plane, n, c, h
+    cdef floating *dxp = NULL
+    with nogil, parallel(num_threads=ws.shape[0]):
+        dxp = &ws[threadid(), 0]
+        for plane in prange(dx.shape[0] * C, schedule="static"):
+            n = plane // C
+            c = plane % C
+            if HH == 3 and WW == 3 and stride == 1:
+                _depthwise_input_grad_3x3(&dout[n, c * m, 0, 0], &w[c * m, 0], &dx[n, c, 0, 0],
+                                          dxp, m, H, W, pad, Ho, Wo)
+                continue
+            memset(dxp, 0, (H + 2 * pad) * Wp * sizeof(floating))
+            _depthwise_input_grad_plane(&dout[n, c * m, 0, 0], &w[c * m, 0], dxp, Wp, m, HH, WW,
+                                        stride, Ho, Wo)
+            for h in range(H):
+                memcpy(&dx[n, c, h, 0], dxp + (h + pad) * Wp + pad, W * sizeof(floating))
 
 
 def _depthwise_filter_grad_fused(const floating[:, :, :, ::1] dout,
                                  const floating[:, :, :, ::1] x, floating[:, ::1] dw,
-                                 Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad,
-                                 Py_ssize_t stride):
+                                 floating[:, ::1] ws, Py_ssize_t HH, Py_ssize_t WW,
+                                 Py_ssize_t pad, Py_ssize_t stride):
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t F = dout.shape[1], Ho = dout.shape[2], Wo = dout.shape[3], m = F // C
-    cdef Py_ssize_t f
-    for f in prange(F, nogil=True, schedule="static"):
-        _depthwise_filter_grad(&dout[0, f, 0, 0], &x[0, f // m, 0, 0], &dw[f, 0], N,
-                               F * Ho * Wo, C * H * W, H, W, HH, WW, pad, stride, Ho, Wo)
+    cdef Py_ssize_t Wp = W + 2 * pad, f, n, k, wo
+    cdef floating *xp = NULL
+    cdef floating *acc = NULL
+    cdef floating total
+    with nogil, parallel(num_threads=ws.shape[0]):
+        xp = &ws[threadid(), 0]
+        acc = xp + max((H + 2 * pad) * Wp, (Ho + 4) * (Wo + 4))
+        for f in prange(F, schedule="static"):
+            memset(acc, 0, HH * WW * Wo * sizeof(floating))
+            for n in range(N):
+                _pad_plane(&x[n, f // m, 0, 0], xp, H, W, pad)
+                _depthwise_filter_grad_plane(&dout[n, f, 0, 0], xp, Wp, acc, HH, WW, stride,
+                                             Ho, Wo)
+            for k in range(HH * WW):
+                total = 0
+                for wo in range(Wo):
+                    total = total + acc[k * Wo + wo]
+                dw[f, k] = total
 
 
 def _check_depthwise(op, x, w, out_or_dout, pad, stride):
@@ -950,23 +1064,35 @@ def _check_depthwise(op, x, w, out_or_dout, pad, stride):
     return F, HH, WW
 
 
-def depthwise_forward(x, w, bias, pad, stride, out):
+def _depthwise_ws(op, ws, x, HH, WW, pad, Ho, Wo):
+    _check(f"{op}: ws", ws, 2)
+    need = depthwise_workspace(x.shape[2], x.shape[3], HH, WW, pad, Ho, Wo)
+    if ws.dtype != x.dtype or ws.shape[0] < 1 or ws.shape[1] < need:
+        raise ValueError(f"{op}: ws must be (threads >= 1, >= {need}) of dtype {x.dtype}, "
+                         f"got {ws.shape} {ws.dtype}")
+
+
+def depthwise_forward(x, w, bias, pad, stride, out, ws):
     """x (N, C, H, W), w (C*m, 1, HH, WW), bias (C*m,) -> out (N, C*m, Ho, Wo), filled in
-    place (filter f on channel f // m); returns out."""
+    place (filter f on channel f // m); returns out. ws: (threads, >= depthwise_workspace(...))
+    scratch, a row per thread (`max_threads()` rows use every core)."""
     F, HH, WW = _check_depthwise("depthwise_forward", x, w, out, pad, stride)
     _check("depthwise_forward: bias", bias, 1)
     if bias.shape != (F,) or bias.dtype != x.dtype:
         raise ValueError(f"depthwise_forward: bias must be ({F},) {x.dtype}, got "
                          f"{bias.shape} {bias.dtype}")
+    _depthwise_ws("depthwise_forward", ws, x, HH, WW, pad, *out.shape[2:])
     if out.size:
-        _depthwise_forward_fused(x, w.reshape(F, HH * WW), bias, out, HH, WW, pad, stride)
+        _depthwise_forward_fused(x, w.reshape(F, HH * WW), bias, out, ws, HH, WW, pad, stride)
     return out
 
 
-def depthwise_backward(dout, x, w, pad, stride, dx, dw):
+def depthwise_backward(dout, x, w, pad, stride, dx, dw, ws):
     """Gradients of `depthwise_forward` (bias aside): dout (N, C*m, Ho, Wo) -> dx (N, C, H, W)
-    filled in place unless None, and dw (C*m, 1, HH, WW) filled in place; returns (dx, dw)."""
+    filled in place unless None, and dw (C*m, 1, HH, WW) filled in place; returns (dx, dw).
+    ws: as for `depthwise_forward`."""
     F, HH, WW = _check_depthwise("depthwise_backward", x, w, dout, pad, stride)
+    _depthwise_ws("depthwise_backward", ws, x, HH, WW, pad, *dout.shape[2:])
     _check("depthwise_backward: dw", dw, 4)
     if dw.shape != w.shape or dw.dtype != x.dtype:
         raise ValueError(f"depthwise_backward: dw must be {w.shape} {x.dtype}")
@@ -975,10 +1101,12 @@ def depthwise_backward(dout, x, w, pad, stride, dx, dw):
         if dx.shape != x.shape or dx.dtype != x.dtype:
             raise ValueError(f"depthwise_backward: dx must be {x.shape} {x.dtype}")
         if dx.size:
-            _depthwise_input_grad_fused(dout, w.reshape(F, HH * WW), dx, HH, WW, pad, stride)
+            _depthwise_input_grad_fused(dout, w.reshape(F, HH * WW), dx, ws, HH, WW, pad,
+                                        stride)
     if dw.size:
         if dout.size:
-            _depthwise_filter_grad_fused(dout, x, dw.reshape(F, HH * WW), HH, WW, pad, stride)
+            _depthwise_filter_grad_fused(dout, x, dw.reshape(F, HH * WW), ws, HH, WW, pad,
+                                         stride)
         else:
             dw[...] = 0
     return dx, dw
