@@ -388,14 +388,17 @@ def test_depthwise_equals_reference(dtype, geom, seed, need_dx):
     Ho = (x_shape[2] + 2 * pad - w_shape[2]) // stride + 1
     Wo = (x_shape[3] + 2 * pad - w_shape[3]) // stride + 1
     out = np.full((x_shape[0], w_shape[0], Ho, Wo), np.nan, dtype)
-    assert cy.depthwise_forward(x, w, b, pad, stride, out) is out
+    # NaN-filled workspace rows, 1 to 3 of them: nothing may be read before it is written
+    ws = np.full((1 + seed % 3, cy.depthwise_workspace(*x_shape[2:], *w_shape[2:], pad, Ho,
+                                                       Wo)), np.nan, dtype)
+    assert cy.depthwise_forward(x, w, b, pad, stride, out, ws) is out
     tol = 1e-12 if dtype == np.float64 else 2e-5
     want = reference.depthwise_forward(np, x, w, b, stride, pad, Ho, Wo)
     np.testing.assert_allclose(out, want, rtol=tol, atol=tol)
     dout = rng.standard_normal(out.shape).astype(dtype)
     dx = np.full(x.shape, np.nan, dtype) if need_dx else None
     dw = np.full(w.shape, np.nan, dtype)
-    got_dx, got_dw = cy.depthwise_backward(dout, x, w, pad, stride, dx, dw)
+    got_dx, got_dw = cy.depthwise_backward(dout, x, w, pad, stride, dx, dw, ws)
     want_dx, want_dw = reference.depthwise_backward(np, dout, x, w, stride, pad, need_dx)
     assert got_dx is dx and got_dw is dw
     np.testing.assert_allclose(dw, want_dw, rtol=tol, atol=tol * 10)
@@ -407,19 +410,24 @@ def test_depthwise_refuses_what_would_read_out_of_bounds():
     x = np.zeros((2, 3, 6, 6), np.float32)
     w = np.zeros((3, 1, 3, 3), np.float32)
     b = np.zeros(3, np.float32)
+    ws = np.zeros((2, cy.depthwise_workspace(6, 6, 3, 3, 1, 6, 6)), np.float32)
     with pytest.raises(ValueError, match=r"depthwise_forward: output \(2, 3, 7, 6\) does not fit"):
-        cy.depthwise_forward(x, w, b, 1, 1, np.zeros((2, 3, 7, 6), np.float32))
+        cy.depthwise_forward(x, w, b, 1, 1, np.zeros((2, 3, 7, 6), np.float32), ws)
     with pytest.raises(ValueError, match=r"depthwise_forward: w must have shape \(C\*m, 1"):
         cy.depthwise_forward(x, np.zeros((4, 1, 3, 3), np.float32), np.zeros(4, np.float32), 1,
-                             1, np.zeros((2, 4, 6, 6), np.float32))
+                             1, np.zeros((2, 4, 6, 6), np.float32), ws)
     with pytest.raises(ValueError, match="arrays must share x's dtype float32"):
-        cy.depthwise_forward(x, w.astype(np.float64), b, 1, 1, np.zeros((2, 3, 6, 6), np.float32))
+        cy.depthwise_forward(x, w.astype(np.float64), b, 1, 1, np.zeros((2, 3, 6, 6), np.float32),
+                             ws)
+    with pytest.raises(ValueError, match=r"depthwise_forward: ws must be \(threads >= 1, >= "):
+        cy.depthwise_forward(x, w, b, 1, 1, np.zeros((2, 3, 6, 6), np.float32),
+                             np.ascontiguousarray(ws[:, :-1]))
     with pytest.raises(ValueError, match="C-contiguous"):
         cy.depthwise_backward(np.zeros((2, 3, 6, 6), np.float32), x.transpose(0, 1, 3, 2), w, 1,
-                              1, None, np.zeros_like(w))
+                              1, None, np.zeros_like(w), ws)
     with pytest.raises(ValueError, match=r"depthwise_backward: dx must be \(2, 3, 6, 6\)"):
         cy.depthwise_backward(np.zeros((2, 3, 6, 6), np.float32), x, w, 1, 1,
-                              np.zeros((2, 3, 6, 5), np.float32), np.zeros_like(w))
+                              np.zeros((2, 3, 6, 5), np.float32), np.zeros_like(w), ws)
 
 
 @pytest.mark.parametrize("stride, pad", [(1, 1), (2, 1), (2, 0)])
