@@ -192,10 +192,13 @@ class _Pool(Module):
     """Shared by MaxPool2d and AvgPool2d: PyTorch's output-size rule over the course's fast
     pooling layers.
 
-    Ho = floor((H + 2 * padding - kernel_size) / stride) + 1 (PyTorch with ceil_mode=False),
-    and likewise Wo. The input is padded with `pad_value`, then the trailing rows and columns
-    that no window reaches are cropped, so that the functional layer, which keeps the
-    course's rule (windows must fit exactly), sees an input its windows fit.
+    Ho = floor((H + 2 * padding - kernel_size) / stride) + 1 (PyTorch's default), or with
+    ceil_mode=True the ceiling, less one where that last window would start past the input
+    and its left padding (PyTorch's rule); likewise Wo. The input is padded with `pad_value`
+    (and, in ceil mode, further to the right and bottom so that the last windows fit), then
+    the trailing rows and columns that no window reaches are cropped, so that the functional
+    layer, which keeps the course's rule (windows must fit exactly), sees an input its
+    windows fit.
     """
 
     kind = ""
@@ -212,55 +215,76 @@ class _Pool(Module):
             # PyTorch's limit too: it keeps every window on at least one input element
             raise ValueError(f"{name}: padding must be at most half of kernel_size "
                              f"{(ph, pw)}, got {padding}")
-        if ceil_mode:
-            raise NotImplementedError(f"{name}: ceil_mode=True is not implemented; the output "
-                                      "size floors as with PyTorch's default ceil_mode=False")
+        if not isinstance(ceil_mode, (bool, np.bool_)):
+            raise TypeError(f"{name}: ceil_mode must be True or False, got {ceil_mode!r}")
+        self.ceil_mode = bool(ceil_mode)
         self.pool_param = {"pool_height": ph, "pool_width": pw, "stride": stride}
         self.data_format = _check_format(name, data_format)
         self._forward = getattr(layers, f"{self.kind}_pool_forward_fast")
         self._backward = getattr(layers, f"{self.kind}_pool_backward_fast")
 
-    def _reach(self, size, window, axis):
-        """How much of a padded `size` the windows cover: (Ho - 1) * stride + window."""
-        if size < window:
+    def _outputs(self, size, window, axis):
+        """Output length along an axis of input length `size` (before padding)."""
+        p, stride = self.padding, self.pool_param["stride"]
+        if size + 2 * p < window:
             raise ValueError(f"{type(self).__name__}: kernel_size {window} is larger than the "
-                             f"padded input {axis} {size} (padding {self.padding})")
-        stride = self.pool_param["stride"]
-        return (size - window) // stride * stride + window
+                             f"padded input {axis} {size + 2 * p} (padding {p})")
+        span = size + 2 * p - window
+        if not self.ceil_mode:
+            return span // stride + 1
+        out = -(-span // stride) + 1
+        if (out - 1) * stride >= size + p:  # the last window would start past the input
+            out -= 1
+        return out
 
     def forward(self, x):
         x = _to_nchw(x, self.data_format)
-        be = _checks.floating(type(self).__name__, x=x)
-        _checks.ndim(type(self).__name__, "x", x, 4, "(N, C, H, W) or (N, H, W, C)")
+        name = type(self).__name__
+        be = _checks.floating(name, x=x)
+        _checks.ndim(name, "x", x, 4, "(N, C, H, W) or (N, H, W, C)")
+        ph, pw, stride = (self.pool_param[k] for k in ("pool_height", "pool_width", "stride"))
+        H, W = x.shape[2:]
+        Ho, Wo = self._outputs(H, ph, "height"), self._outputs(W, pw, "width")
         p = self.padding
-        if p:
-            x = be.xp.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=self.pad_value)
-        self._padded_shape = x.shape
-        Hp, Wp = x.shape[2:]
-        reach = (self._reach(Hp, self.pool_param["pool_height"], "height"),
-                 self._reach(Wp, self.pool_param["pool_width"], "width"))
+        # the rows and columns the windows reach: the padded input cropped, or, in ceil
+        # mode, extended past its end
+        reach = ((Ho - 1) * stride + ph, (Wo - 1) * stride + pw)
+        extra = (max(0, reach[0] - H - 2 * p), max(0, reach[1] - W - 2 * p))
+        if p or any(extra):
+            x = be.xp.pad(x, ((0, 0), (0, 0), (p, p + extra[0]), (p, p + extra[1])),
+                          constant_values=self.pad_value)
+        self._padded_shape, self._extra, self._reached = x.shape, extra, reach
         out, self._cache = self._forward(x[:, :, :reach[0], :reach[1]], self.pool_param)
-        self._reached = reach
+        self._scale = self._ceil_scale(be.xp, H, W, Ho, Wo, out.dtype)
+        if self._scale is not None:
+            out = out * self._scale
         return _from_nchw(out, self.data_format)
 
+    def _ceil_scale(self, xp, H, W, Ho, Wo, dtype):
+        """None, or (Ho, Wo) factors for the windows that run past the padded input."""
+        return None
+
     def backward(self, dout):
-        dx = self._backward(_to_nchw(dout, self.data_format), self._cache)
+        dout = _to_nchw(dout, self.data_format)
+        if self._scale is not None:
+            dout = dout * self._scale
+        dx = self._backward(dout, self._cache)
         if dx.shape != self._padded_shape:  # the cropped rows and columns get no gradient
             full = backend.of(dx).xp.zeros(self._padded_shape, dtype=dx.dtype)
             full[:, :, :self._reached[0], :self._reached[1]] = dx
             dx = full
-        p = self.padding
-        if p:
-            dx = dx[:, :, p:-p, p:-p]
+        p, (eh, ew) = self.padding, self._extra
+        Hp, Wp = self._padded_shape[2:]
+        dx = dx[:, :, p:Hp - p - eh, p:Wp - p - ew]
         return _from_nchw(dx, self.data_format)
 
 
 class MaxPool2d(_Pool):
     """Max pooling over kernel_size windows (stride defaults to the window size).
 
-    x (N, C, H, W) -> (N, C, Ho, Wo) with PyTorch's floor rule (see `_Pool`): a 2x2 pool on
-    7x7 gives 3x3. Padding counts as -inf, so it is never the maximum.
-    padding: at most half the window, as in PyTorch. ceil_mode=True is not implemented.
+    x (N, C, H, W) -> (N, C, Ho, Wo) with PyTorch's rule (see `_Pool`): a 2x2 pool on 7x7
+    gives 3x3, or 4x4 with ceil_mode=True. Padding counts as -inf, so it is never the maximum.
+    padding: at most half the window, as in PyTorch.
     """
 
     kind = "max"
@@ -270,13 +294,24 @@ class MaxPool2d(_Pool):
 class AvgPool2d(_Pool):
     """Average pooling over kernel_size windows (stride defaults to the window size).
 
-    x (N, C, H, W) -> (N, C, Ho, Wo) with PyTorch's floor rule (see `_Pool`). Padding counts
-    as zeros in each window's average, like PyTorch's default count_include_pad=True.
-    padding: at most half the window, as in PyTorch. ceil_mode=True is not implemented.
+    x (N, C, H, W) -> (N, C, Ho, Wo) with PyTorch's rule (see `_Pool`). Padding counts as
+    zeros in each window's average, like PyTorch's default count_include_pad=True; in ceil
+    mode a window running past the padded input averages only what lies inside it, as in
+    PyTorch. padding: at most half the window, as in PyTorch.
     """
 
     kind = "avg"
     pad_value = 0.0
+
+    def _ceil_scale(self, xp, H, W, Ho, Wo, dtype):
+        """window size / elements inside the padded input, per output (1 where it fits)."""
+        if not any(self._extra):
+            return None
+        ph, pw, stride = (self.pool_param[k] for k in ("pool_height", "pool_width", "stride"))
+        p = self.padding
+        rows = np.minimum(np.arange(Ho) * stride + ph, H + 2 * p) - np.arange(Ho) * stride
+        cols = np.minimum(np.arange(Wo) * stride + pw, W + 2 * p) - np.arange(Wo) * stride
+        return xp.asarray(ph * pw / np.outer(rows, cols), dtype=dtype)
 
 
 class AdaptiveAvgPool2d(Module):

@@ -147,8 +147,8 @@ def test_float32_modules_compute_in_float32():
     (lambda: nn.MaxPool2d(3, padding=2), ValueError,
      r"MaxPool2d: padding must be at most half of kernel_size \(3, 3\), got 2"),
     (lambda: nn.AvgPool2d(2, padding=-1), ValueError, "AvgPool2d: padding must be an integer >= 0"),
-    (lambda: nn.MaxPool2d(2, ceil_mode=True), NotImplementedError,
-     "MaxPool2d: ceil_mode=True is not implemented; the output size floors"),
+    (lambda: nn.MaxPool2d(2, ceil_mode="yes"), TypeError,
+     "MaxPool2d: ceil_mode must be True or False, got 'yes'"),
     (lambda: nn.AdaptiveAvgPool2d(0), ValueError,
      "AdaptiveAvgPool2d: output_size must be an integer >= 1, got 0"),
 ])
@@ -196,6 +196,53 @@ def test_pools_follow_pytorch_floor_rule(kind, cls, reduce, fill, k, stride, pad
     assert out.shape == (2, 3, (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1)
     np.testing.assert_allclose(out, _pool_reference(x, k, stride, pad, reduce, fill),
                                rtol=1e-12)
+
+
+def _ceil_pool_reference(x, k, stride, pad, kind):
+    """PyTorch's ceil_mode=True written from its definition, independently of dualnet: the
+    ceiling of the window count, less one where the last window would start past the input
+    and its left padding; a window running past the padded input holds only what is inside
+    (max over it; for avg, its sum over the elements inside the padded input, padding zeros
+    counted)."""
+    N, C, H, W = x.shape
+    fill = -np.inf if kind == "max" else 0.0
+    padded = np.full((N, C, H + 2 * pad, W + 2 * pad), fill, dtype=x.dtype)
+    padded[:, :, pad:pad + H, pad:pad + W] = x
+
+    def count(size):
+        out = -(-(size + 2 * pad - k) // stride) + 1
+        return out - 1 if (out - 1) * stride >= size + pad else out
+
+    Ho, Wo = count(H), count(W)
+    out = np.empty((N, C, Ho, Wo), dtype=x.dtype)
+    for i in range(Ho):
+        for j in range(Wo):
+            window = padded[:, :, i * stride:i * stride + k, j * stride:j * stride + k]
+            flat = window.reshape(N, C, -1)
+            out[:, :, i, j] = flat.max(axis=2) if kind == "max" else flat.mean(axis=2)
+    return out
+
+
+@pytest.mark.parametrize("kind, cls", [("max", nn.MaxPool2d), ("avg", nn.AvgPool2d)])
+@pytest.mark.parametrize("k, stride, pad, H, W", [
+    (2, 2, 0, 7, 7), (3, 2, 1, 8, 9), (3, 3, 0, 10, 11), (2, 2, 1, 6, 5), (3, 2, 0, 6, 6)])
+def test_pools_with_ceil_mode_follow_pytorch(gradcheck, kind, cls, k, stride, pad, H, W):
+    x = np.random.RandomState(k * 10 + H).randn(2, 3, H, W)
+    pool = cls(k, stride=stride, padding=pad, ceil_mode=True)
+    out = pool.forward(x)
+    want = _ceil_pool_reference(x, k, stride, pad, kind)
+    assert out.shape == want.shape
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+    gradcheck(pool, x)
+
+
+def test_maxpool_2x2_on_7x7_with_ceil_mode_gives_4x4():
+    x = np.arange(49.0).reshape(1, 1, 7, 7)
+    out = nn.MaxPool2d(2, ceil_mode=True).forward(x)
+    assert out.shape == (1, 1, 4, 4)
+    assert out[0, 0, 3, 3] == 48.0  # the last window holds the corner element alone
+    # PyTorch: AvgPool2d(2, ceil_mode=True) averages the corner window over its one element
+    assert nn.AvgPool2d(2, ceil_mode=True).forward(x)[0, 0, 3, 3] == 48.0
 
 
 def test_maxpool_2x2_on_7x7_gives_3x3_and_ignores_the_last_row_and_column():
