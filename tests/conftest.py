@@ -68,3 +68,22 @@ def emu():
 def backend_for():
     """`backend_for(name)`: the backend, or a skip (a failure under CI) saying why not."""
     return require_backend
+
+
+@pytest.fixture
+def one_line_error(capsys):
+    """`one_line_error(*fragments)`: what a command printed on stderr is one error line
+    (besides the one-time notice of missing compiled kernels), holding every fragment, with
+    no traceback; returns that line."""
+
+    def check(*fragments):
+        err = capsys.readouterr().err.strip()
+        assert "Traceback" not in err
+        lines = [line for line in err.splitlines() if not line.startswith("dualnet: Cython")]
+        assert len(lines) == 1, err
+        assert "error" in lines[0]
+        for fragment in fragments:
+            assert fragment in lines[0], lines[0]
+        return lines[0]
+
+    return check

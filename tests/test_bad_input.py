@@ -262,15 +262,6 @@ def test_custom_update_rules_keep_their_own_keys():
 
 
 # -- the command line ---------------------------------------------------------------------------
-def _one_line_error(capsys, *fragments):
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if not line.startswith("dualnet: Cython")]
-    assert len(lines) == 1, err
-    assert "error" in lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.mark.parametrize("flags, fragment", [
@@ -287,11 +278,11 @@ def _one_line_error(capsys, *fragments):
     (["--lr-decay", "-1"], "argument --lr-decay: must be a finite number > 0, got '-1'"),
     (["--keep-checkpoints", "0"], "argument --keep-checkpoints: must be an integer >= 1"),
 ])
-def test_nonsense_flags_exit_2_with_one_line(flags, fragment, tmp_path, capsys):
+def test_nonsense_flags_exit_2_with_one_line(flags, fragment, tmp_path, capsys, one_line_error):
     with pytest.raises(SystemExit) as info:
         main(["train", *flags, "--out", str(tmp_path / "out")])
     assert info.value.code == 2
-    _one_line_error(capsys, fragment)
+    one_line_error(fragment)
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
@@ -318,25 +309,25 @@ def finished_run(tmp_path_factory):
     ["--epochs", "3"],
     ["--model", "fc"],
 ])
-def test_an_explicit_out_holding_a_run_is_refused(extra, finished_run, capsys):
+def test_an_explicit_out_holding_a_run_is_refused(extra, finished_run, capsys, one_line_error):
     before = _hashes(finished_run)
     capsys.readouterr()
     assert main(["train", "--model", "two-layer", "--epochs", "1", "--num-train", "64",
                  "--out", str(finished_run), *extra]) == 1
-    _one_line_error(capsys, f"output folder {finished_run} already holds a run",
+    one_line_error(f"output folder {finished_run} already holds a run",
                     f"continue it with --resume {finished_run / 'checkpoint_epoch_1.npz'}, or "
                     f"pass --overwrite")
     assert _hashes(finished_run) == before
 
 
-def test_resuming_another_runs_checkpoint_into_a_run_is_refused(finished_run, tmp_path, capsys):
+def test_resuming_another_runs_checkpoint_into_a_run_is_refused(finished_run, tmp_path, capsys, one_line_error):
     other = tmp_path / "other"
     assert _tiny_run(other) == 0
     before = _hashes(finished_run)
     capsys.readouterr()
     rc = _tiny_run(finished_run, "--resume", str(other / "checkpoint_epoch_1.npz"))
     assert rc == 1
-    _one_line_error(capsys, "already holds a run")
+    one_line_error("already holds a run")
     assert _hashes(finished_run) == before
 
 
@@ -403,7 +394,7 @@ HOLD_LOCK = textwrap.dedent("""
 """)
 
 
-def test_a_folder_in_use_by_another_process_is_refused(tmp_path, capsys):
+def test_a_folder_in_use_by_another_process_is_refused(tmp_path, capsys, one_line_error):
     out = tmp_path / "run"
     out.mkdir()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
@@ -412,7 +403,7 @@ def test_a_folder_in_use_by_another_process_is_refused(tmp_path, capsys):
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert _tiny_run(out) == 1
-        _one_line_error(capsys, f"run folder {out} is in use by process {holder.pid}")
+        one_line_error(f"run folder {out} is in use by process {holder.pid}")
         assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
     finally:
         holder.communicate("", timeout=60)
@@ -432,11 +423,11 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     assert not (out / LOCK_NAME).exists()
 
 
-def test_lr_1e3_stops_as_diverged_with_a_one_line_hint(tmp_path, capsys):
+def test_lr_1e3_stops_as_diverged_with_a_one_line_hint(tmp_path, capsys, one_line_error):
     out = tmp_path / "run"
     rc = main(["train", "--lr", "1e3", "--epochs", "3", "--num-train", "320", "--out", str(out)])
     assert rc == 1
-    line = _one_line_error(capsys, "training diverged:", "lower the learning rate (--lr 1000 now)",
+    line = one_line_error("training diverged:", "lower the learning rate (--lr 1000 now)",
                            str(out / "checkpoint_diverged.npz"))
     assert "is above 10 x the first loss" in line
     assert (out / "checkpoint_diverged.npz").is_file()

@@ -65,12 +65,12 @@ def test_resume_continues_from_the_checkpoint(short_run, tmp_path, capsys):
     assert "test accuracy:" in capsys.readouterr().out
 
 
-def test_resume_with_other_settings_is_a_one_line_error(short_run, tmp_path, capsys):
+def test_resume_with_other_settings_is_a_one_line_error(short_run, tmp_path, capsys, one_line_error):
     _, out = short_run
     rc = main(["train", "--model", "fc", "--epochs", "1", "--out", str(tmp_path),
                "--resume", str(out / "checkpoint_epoch_2.npz")])
     assert rc == 1
-    assert_one_line_error(capsys, "does not fit")
+    one_line_error("does not fit")
 
 
 def test_summary_names_accuracy_speed_and_files(tmp_path, capsys):
@@ -101,16 +101,6 @@ def test_folder_dataset_end_to_end(tmp_path, capsys):
     assert (tmp_path / "out" / "confusion_matrix.png").is_file()
 
 
-def assert_one_line_error(capsys, *fragments):
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if not line.startswith("dualnet: Cython")]
-    assert len(lines) == 1, err
-    assert "error" in lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0]
-
-
 @pytest.mark.parametrize("argv, fragment", [
     (["train", "--dataset", "mnist"], "unknown dataset 'mnist'"),
     (["train", "--model", "resnet"], "unknown model 'resnet'"),
@@ -119,60 +109,60 @@ def assert_one_line_error(capsys, *fragments):
     (["train", "--image-size", "big"], "image size"),
     (["fly"], "invalid choice: 'fly'"),
 ])
-def test_bad_command_line_exits_2(argv, fragment, capsys):
+def test_bad_command_line_exits_2(argv, fragment, capsys, one_line_error):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
-    assert_one_line_error(capsys, fragment)
+    one_line_error(fragment)
 
 
-def test_missing_image_folder(tmp_path, capsys):
+def test_missing_image_folder(tmp_path, capsys, one_line_error):
     rc = main(["train", "--dataset", f"folder:{tmp_path / 'nope'}", "--out", str(tmp_path)])
     assert rc == 1
-    assert_one_line_error(capsys, "does not exist")
+    one_line_error("does not exist")
 
 
-def test_missing_data_dir(tmp_path, capsys):
+def test_missing_data_dir(tmp_path, capsys, one_line_error):
     rc = main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "nope"),
                "--out", str(tmp_path)])
     assert rc == 1
-    assert_one_line_error(capsys, "data directory", "does not exist")
+    one_line_error("data directory", "does not exist")
 
 
-def test_cifar_not_there_and_no_download(tmp_path, capsys):
+def test_cifar_not_there_and_no_download(tmp_path, capsys, one_line_error):
     rc = main(["train", "--dataset", "cifar100", "--data-dir", str(tmp_path),
                "--no-download", "--out", str(tmp_path / "out")])
     assert rc == 1
-    assert_one_line_error(capsys, "cifar-100-python.tar.gz", "by hand")
+    one_line_error("cifar-100-python.tar.gz", "by hand")
 
 
-def test_unwritable_out_dir(tmp_path, capsys):
+def test_unwritable_out_dir(tmp_path, capsys, one_line_error):
     (tmp_path / "file").write_text("a file, not a folder")
     rc = main(["train", "--out", str(tmp_path / "file" / "run")])
     assert rc == 1
-    assert_one_line_error(capsys, "cannot write to output directory")
+    one_line_error("cannot write to output directory")
 
 
-def test_corrupt_checkpoint(tmp_path, capsys):
+def test_corrupt_checkpoint(tmp_path, capsys, one_line_error):
     (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 truncated zip")
     rc = main(["train", "--epochs", "1", "--out", str(tmp_path), "--resume",
                str(tmp_path / "bad.npz")])
     assert rc == 1
-    assert_one_line_error(capsys, "bad.npz")
+    one_line_error("bad.npz")
 
 
-def test_missing_checkpoint(tmp_path, capsys):
+def test_missing_checkpoint(tmp_path, capsys, one_line_error):
     rc = main(["train", "--out", str(tmp_path), "--resume", str(tmp_path / "none.npz")])
     assert rc == 1
-    assert_one_line_error(capsys, "does not exist")
+    one_line_error("does not exist")
 
 
-def test_unavailable_backend(tmp_path, capsys):
+def test_unavailable_backend(tmp_path, capsys, one_line_error):
     if backend.why_unavailable("cupy") is None:
         pytest.skip("cupy works here, so it cannot be the unavailable one")
     rc = main(["train", "--backend", "cupy", "--out", str(tmp_path)])
     assert rc == 1
-    assert_one_line_error(capsys, "cupy")
+    one_line_error("cupy")
 
 
 def test_doctor_prints_the_report(capsys):
@@ -198,10 +188,10 @@ def test_bench_runs_the_suite_with_its_arguments(tmp_path, monkeypatch, capfd):
     assert "suite got ['--quick', 'x']" in capfd.readouterr().out
 
 
-def test_bench_without_the_suite_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+def test_bench_without_the_suite_is_a_one_line_error(tmp_path, monkeypatch, capsys, one_line_error):
     monkeypatch.setattr("dualnet.cli._bench_dir", lambda: tmp_path / "nowhere")
     assert main(["bench"]) == 1
-    assert_one_line_error(capsys, "run_all.py is missing")
+    one_line_error("run_all.py is missing")
 
 
 SEQUENTIAL_FILE = """
@@ -233,8 +223,8 @@ def test_train_a_sequential_from_a_user_file(tmp_path, capsys):
     ("{dir}/mynet.py:nope", "defines no function 'nope'"),
     ("{dir}/mynet.py:not_a_model", "returned a int, not a model"),
 ])
-def test_bad_user_model_is_a_one_line_error(spec, fragment, tmp_path, capsys):
+def test_bad_user_model_is_a_one_line_error(spec, fragment, tmp_path, capsys, one_line_error):
     (tmp_path / "mynet.py").write_text(SEQUENTIAL_FILE)
     rc = main(["train", "--model", spec.format(dir=tmp_path), "--out", str(tmp_path / "o")])
     assert rc == 1
-    assert_one_line_error(capsys, fragment)
+    one_line_error(fragment)
