@@ -75,6 +75,22 @@ def _model_spec(text: str) -> str:
 
 
 # -- sweep --------------------------------------------------------------------------------------
+def _add_data_options(command) -> None:
+    """The dataset and where its files come from: the same options for train and sweep."""
+    command.add_argument("--dataset", type=_dataset_spec, default="digits",
+                         help="digits | cifar10 | cifar100 | cifar100-coarse | folder:PATH")
+    command.add_argument("--data-dir", help="folder holding (or receiving) the CIFAR files; "
+                         "default $DUALNET_DATA or ~/.cache/dualnet")
+    command.add_argument("--no-download", action="store_true",
+                         help="fail instead of downloading CIFAR when it is missing")
+    command.add_argument("--image-size", type=_image_size, metavar="HxW",
+                         help="folder datasets: resize every image")
+    command.add_argument("--grayscale", action="store_true",
+                         help="folder datasets: 1 channel")
+    command.add_argument("--labels", metavar="FILE",
+                         help="folder datasets: a labels file instead of class sub-folders")
+
+
 def _add_sweep_parser(commands) -> None:
     """`dualnet sweep`'s options; the command is dualnet.sweep.command.run."""
     sweep = commands.add_parser(
@@ -86,8 +102,6 @@ def _add_sweep_parser(commands) -> None:
     sweep.add_argument("--model", type=_model_spec, default="convnet",
                        help=f"{' | '.join(MODELS)} | FILE.py:FUNCTION (FUNCTION receives "
                        "the model hyperparameters as keyword arguments)")
-    sweep.add_argument("--dataset", type=_dataset_spec, default="digits",
-                       help="digits | cifar10 | cifar100 | cifar100-coarse | folder:PATH")
     sweep.add_argument("--space", nargs="+", metavar="NAME=SPEC",
                        help="e.g. lr=1e-4:1e-2:log reg=0:1e-2 hidden=100,200 "
                        "optimizer=sgd_momentum (fixed); default: the model's space")
@@ -112,12 +126,7 @@ def _add_sweep_parser(commands) -> None:
     sweep.add_argument("--backend", choices=BACKENDS, default="auto")
     sweep.add_argument("--no-retrain", action="store_true",
                        help="stop after the search")
-    sweep.add_argument("--data-dir", help="as for dualnet train")
-    sweep.add_argument("--no-download", action="store_true", help="as for dualnet train")
-    sweep.add_argument("--image-size", type=_image_size, metavar="HxW",
-                       help="folder datasets, as for dualnet train")
-    sweep.add_argument("--grayscale", action="store_true", help="folder datasets: 1 channel")
-    sweep.add_argument("--labels", metavar="FILE", help="folder datasets: a labels file")
+    _add_data_options(sweep)
     sweep.set_defaults(func=_sweep)
 
 
@@ -204,8 +213,6 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"{' | '.join(MODELS)} | FILE.py:FUNCTION (your own model: "
                        "FUNCTION(input_dim=(C, H, W), num_classes=K) returns, e.g., a "
                        "dualnet.nn.Sequential)")
-    train.add_argument("--dataset", type=_dataset_spec, default="digits",
-                       help="digits | cifar10 | cifar100 | cifar100-coarse | folder:PATH")
     train.add_argument("--backend", choices=BACKENDS, default="auto",
                        help="auto: cupy when a GPU works, else numpy")
     train.add_argument("--epochs", type=_count)
@@ -233,17 +240,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--keep-checkpoints", type=_count, default=1, metavar="N",
                        help="keep the N most recent epoch checkpoints and the best one "
                        "(default 1)")
-    train.add_argument("--data-dir", help="folder holding (or receiving) the CIFAR files; "
-                       "default $DUALNET_DATA or ~/.cache/dualnet")
-    train.add_argument("--no-download", action="store_true",
-                       help="fail instead of downloading CIFAR when it is missing")
     train.add_argument("--num-train", type=_count, metavar="N",
                        help="train on the first N training images only (quick runs)")
-    train.add_argument("--image-size", type=_image_size, metavar="HxW",
-                       help="folder datasets: resize every image")
-    train.add_argument("--grayscale", action="store_true", help="folder datasets: 1 channel")
-    train.add_argument("--labels", metavar="FILE",
-                       help="folder datasets: a labels file instead of class sub-folders")
+    _add_data_options(train)
     train.set_defaults(func=train_in_run_folder)
     _add_sweep_parser(commands)
 

@@ -2,7 +2,8 @@
 
 Its convolution algorithms live beside it: Winograd (`host_winograd`) and im2col
 (`host_im2col`), each fused per sample in a thread's cache or chunked through the batch, with
-scratch memory from `scratch`; `NumpyBackend.conv_algorithm` is the one rule that picks them.
+scratch memory from `scratch`; `NumpyBackend.single_group_algorithm` is the rule that
+picks among them (grouped calls: `Backend.conv_algorithm`).
 """
 
 from __future__ import annotations

@@ -169,6 +169,8 @@ def conv_backward_fast(dout, cache, need_dx=True):
     x, w, stride, pad = cache.x, cache.w, cache.stride, cache.pad
     be = _checks.floating(layer, dout=dout, w=w)
     (H, W), (HH, WW) = x.shape[2:], w.shape[2:]
-    Ho, Wo = (H + 2 * pad - HH) // stride + 1, (W + 2 * pad - WW) // stride + 1
+    # the floor covers both rules: forward refused inexact shapes unless asked for 'floor'
+    Ho = _checks.window_output(layer, H, HH, pad, stride, "height", floor=True)
+    Wo = _checks.window_output(layer, W, WW, pad, stride, "width", floor=True)
     _checks.shape(layer, "dout", dout, (x.shape[0], w.shape[0], Ho, Wo))
     return be.conv2d_backward(dout, cache, need_dx)

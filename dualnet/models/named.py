@@ -23,9 +23,9 @@ def model_config(name: str, input_dim) -> dict:
     C, H, W = input_dim
     if name not in MODELS:  # FILE.py:FUNCTION decides its own architecture
         return {"input_dim": list(input_dim), "source": name}
-    small = max(H, W) <= 16  # the 8x8 digits: 3x3 filters, fewer layers
     if name in resnet.PRESETS:  # the challenge networks take any image size
         return {"input_dim": list(input_dim)}
+    small = max(H, W) <= 16  # the 8x8 digits: 3x3 filters, fewer layers
     if name == "two-layer":
         return {"input_dim": C * H * W, "hidden_dim": 100}
     if name == "fc":
@@ -69,6 +69,7 @@ def user_model(spec: str, input_dim, num_classes: int, reg: float, options=None)
 
 
 def build_model(name: str, config: dict, num_classes: int, reg: float):
+    """The model `name` (a preset or 'FILE.py:FUNCTION') from its `model_config`, float32."""
     if name not in MODELS:
         return user_model(name, config["input_dim"], num_classes, reg, config.get("options"))
     if name in resnet.PRESETS:
