@@ -1,8 +1,9 @@
 """Builds dualnet's optional Cython extension; all other metadata lives in pyproject.toml.
 
-The extensions (`dualnet.kernels._im2col`, `_winograd`, `_norm`) are accelerators, not
-requirements: if Cython, NumPy headers or a C compiler are missing, the build prints one warning
-and the package falls back to its pure-NumPy kernels (`dualnet doctor` reports which are active).
+The extensions (`dualnet.kernels._im2col`, `_winograd`, `_norm`, `_regularize`) are
+accelerators, not requirements: if Cython, NumPy headers or a C compiler are missing, the build
+prints one warning and the package falls back to its pure-NumPy kernels (`dualnet doctor`
+reports which are active).
 """
 
 import hashlib
@@ -48,7 +49,7 @@ def _extensions():
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
                            ("DUALNET_SOURCE_SHA256", f'"{_sha256(name)}"')],
         )
-        for name in ("im2col", "winograd", "norm")
+        for name in ("im2col", "winograd", "norm", "regularize")
     ]
     try:
         return cythonize(exts, compiler_directives={"language_level": 3}, quiet=True)

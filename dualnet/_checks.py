@@ -21,9 +21,19 @@ import numpy as np
 
 from . import backend
 
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
 
 def floating(layer: str, **arrays):
     """Backend of `arrays`; each must be a float32/float64 array and all of one dtype."""
+    dtype = None
+    for a in arrays.values():  # the common case first: NumPy arrays of one float dtype
+        if type(a) is not np.ndarray or (dtype is not None and a.dtype != dtype):
+            break
+        dtype = a.dtype
+    else:
+        if dtype in _FLOATS:
+            return backend.of(*arrays.values())
     try:
         be = backend.of(*arrays.values())
     except TypeError as exc:  # arrays of two backends: say which layer was handed them

@@ -133,6 +133,11 @@ def of(*arrays):
     `cuda-emu`), else to `numpy`; CuPy arrays belong to `cupy`. Arrays of two backends
     raise `TypeError` naming both: dualnet never copies between devices behind your back.
     """
+    for a in arrays:
+        if type(a) is not np.ndarray:
+            break
+    else:  # host arrays only, the common case: no family dict to build
+        return _host_default()
     families = {}
     for a in arrays:
         fam = _array_family(a)
@@ -144,7 +149,12 @@ def of(*arrays):
                         "backend first with backend.get(name).asarray(...)")
     if families.get("cupy"):
         return get("cupy")
-    default = current()
+    return _host_default()
+
+
+def _host_default():
+    """The backend host arrays belong to: the default one when it is a host backend."""
+    default = _instances.get(_default) or current()
     return default if default.host else get("numpy")
 
 

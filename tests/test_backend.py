@@ -119,7 +119,7 @@ def test_a_stale_extension_is_refused_with_the_reason(monkeypatch, capsys):
     assert be._wino is None and be._ext is not None
     assert "built from another version of winograd.pyx" in be.kernels()
     assert be.kernels().startswith("Cython kernels (dualnet.kernels._im2col, "
-                                   "dualnet.kernels._norm), pure-NumPy")
+                                   "dualnet.kernels._norm, dualnet.kernels._regularize), pure-NumPy")
     assert "rebuild it: pip install -e ." in capsys.readouterr().err
     numpy_backend.NumpyBackend()
     assert capsys.readouterr().err == ""  # said once

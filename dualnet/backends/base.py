@@ -31,9 +31,12 @@ class Backend:
     - `maxpool_forward(x (N, C, H, W), ph, pw, stride) -> out, argmax (N, C, Ho, Wo)`,
       argmax an int64 flat index into the (H, W) plane, first maximum on ties.
     - `avgpool_forward/backward` likewise, without argmax.
-    - `batchnorm_train(x (N, C, ...), gamma, beta, eps) -> out, mean, var, std (each (C,))`
-      and `batchnorm_train_backward(dout, x, mean, std, gamma) -> dx, dgamma, dbeta`: batch
-      normalization in training mode, statistics per channel (axis 1) over every other axis.
+    - `batchnorm_train(x (N, C, ...), gamma, beta, eps, relu) -> out, mean, var, std (each
+      (C,))` and `batchnorm_train_backward(dout, x, mean, std, gamma, keep) -> dx, dgamma,
+      dbeta`: batch normalization in training mode, statistics per channel (axis 1) over
+      every other axis, optionally with the ReLU that follows it.
+    - `dropout(x, p, seed) -> out, mask` (train mode, p the keep probability) and
+      `l2_decay(dW, W, reg) -> dW + reg * W, sum(W**2)`: the regularizers of a training step.
     - `matmul(a (..., m, k), b (..., k, n), out=None) -> (..., m, n)`: every matrix product
       the layers and algorithms compute (the numpy backend's keeps BLAS off its kernels'
       cores, `dualnet._threads`).
@@ -85,6 +88,22 @@ class Backend:
         gen = np.random if seed is None else np.random.RandomState(seed)
         return self.asarray(gen.standard_normal(shape), dtype=dtype)
 
+    # -- regularization: dropout and L2 weight decay ----------------------------------
+    def dropout(self, x, p, seed=None):
+        """Inverted dropout of x in training: out = x * mask, mask = 1/p (in x's dtype) where
+        u < p, else 0, for u = `rand(x.shape, float64, seed)` (the course's
+        `np.random.rand(*x.shape) < p`, compared in double). Returns out, mask."""
+        keep = self.rand(x.shape, np.float64, seed=seed) < p
+        mask = keep * x.dtype.type(1 / p)
+        return x * mask, mask
+
+    def l2_decay(self, dW, W, reg):
+        """L2 weight decay's gradient and penalty sum: dW + reg * W (a new array, W's dtype)
+        and sum(W**2) (a number or a 0-d array)."""
+        decayed = reg * W
+        decayed += dW
+        return decayed, self.xp.vdot(W, W)
+
     # -- kernels (pure-xp reference unless a subclass accelerates them) ---------------
     def matmul(self, a, b, out=None):
         return self.xp.matmul(a, b, out=out)
@@ -117,22 +136,29 @@ class Backend:
         return reference.depthwise_backward(self.xp, dout, x, w, stride, pad, need_dx)
 
     # -- batch normalization in training mode (statistics per channel: axis 1) --------
-    def batchnorm_train(self, x, gamma, beta, eps):
+    def batchnorm_train(self, x, gamma, beta, eps, relu=False):
         """out = gamma * (x - mean) / std + beta with mean and biased var of each channel over
-        every axis but 1 and std = sqrt(var + eps); returns out (x's shape), mean, var, std,
-        each (C,), all in x's dtype."""
+        every axis but 1 and std = sqrt(var + eps), or max(out, 0) with `relu` (a ReLU after
+        the normalization); returns out (x's shape), mean, var, std, each (C,), all in x's
+        dtype."""
         axes, shape = _channel_axes(x)
         mean = x.mean(axis=axes, keepdims=True)
         xc = x - mean
         var = (xc * xc).mean(axis=axes, keepdims=True)
         std = self.xp.sqrt(var + x.dtype.type(eps))
         out = gamma.reshape(shape) * (xc / std) + beta.reshape(shape)
+        if relu:
+            self.xp.maximum(out, 0, out=out)
         return out, mean.reshape(-1), var.reshape(-1), std.reshape(-1)
 
-    def batchnorm_train_backward(self, dout, x, mean, std, gamma):
+    def batchnorm_train_backward(self, dout, x, mean, std, gamma, keep=None):
         """dx (x's shape), dgamma (C,), dbeta (C,) of `batchnorm_train`, with xhat = (x -
         mean) / std and M values per channel:
-        dx = gamma / std * (dout - dbeta / M - xhat * dgamma / M)."""
+        dx = gamma / std * (dout - dbeta / M - xhat * dgamma / M). With `keep`, the output
+        of `batchnorm_train(..., relu=True)`, dout is first taken as 0 where keep is not
+        positive (the ReLU's backward)."""
+        if keep is not None:
+            dout = dout * (keep > 0)
         axes, shape = _channel_axes(x)
         M = x.size // x.shape[1]
         xhat = (x - mean.reshape(shape)) / std.reshape(shape)

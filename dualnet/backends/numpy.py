@@ -29,11 +29,11 @@ class NumpyBackend(Backend):
     xp = np
 
     def __init__(self):
-        self._ext, self._ext_reason = _load_cython_kernels("_im2col")
-        self._wino, wino_reason = _load_cython_kernels("_winograd")
-        self._ext_reason = self._ext_reason or wino_reason
-        self._norm, norm_reason = _load_cython_kernels("_norm")
-        self._ext_reason = self._ext_reason or norm_reason
+        loaded = [_load_cython_kernels(m)
+                  for m in ("_im2col", "_winograd", "_norm", "_regularize")]
+        (self._ext, self._wino, self._norm, self._regularize) = (m for m, _ in loaded)
+        self._ext_reason = next((reason for _, reason in loaded if reason), "")
+        self._mt19937_blocks = None  # whether the dropout kernel may draw MT19937 by blocks
 
     @property
     def im2col_compiled(self) -> bool:
@@ -91,8 +91,8 @@ class NumpyBackend(Backend):
 
     def kernels(self):
         built = [f"dualnet.kernels.{m.__name__.rsplit('.', 1)[1]}"
-                 for m in (self._ext, self._wino, self._norm) if m is not None]
-        if len(built) == 3:
+                 for m in (self._ext, self._wino, self._norm, self._regularize) if m is not None]
+        if len(built) == 4:
             fused = self._ext.FUSED_KERNEL
             fused = (f"fused convolutions with {fused} vectors" if fused != "scalar" else
                      "no fused convolutions (the compiler has no vector extensions)")
@@ -111,31 +111,63 @@ class NumpyBackend(Backend):
     def _norm_kernels_take(self, x):
         return self._norm is not None and x.flags.c_contiguous
 
-    def batchnorm_train(self, x, gamma, beta, eps):
+    def batchnorm_train(self, x, gamma, beta, eps, relu=False):
         if not self._norm_kernels_take(x):
-            return super().batchnorm_train(x, gamma, beta, eps)
+            return super().batchnorm_train(x, gamma, beta, eps, relu)
         x3 = x.reshape(x.shape[0], x.shape[1], -1)
         out = np.empty_like(x3)
         mean, var = np.empty(x.shape[1], x.dtype), np.empty(x.shape[1], x.dtype)
         self._norm.channel_moments(x3, mean, var)
         std = np.sqrt(var + x.dtype.type(eps))
         self._norm.channel_normalize(x3, mean, np.ascontiguousarray(gamma / std),
-                                     np.ascontiguousarray(beta), out)
+                                     np.ascontiguousarray(beta), out, relu)
         return out.reshape(x.shape), mean, var, std
 
-    def batchnorm_train_backward(self, dout, x, mean, std, gamma):
-        if not self._norm_kernels_take(x):
-            return super().batchnorm_train_backward(dout, x, mean, std, gamma)
+    def batchnorm_train_backward(self, dout, x, mean, std, gamma, keep=None):
+        if not (self._norm_kernels_take(x) and (keep is None or keep.flags.c_contiguous)):
+            return super().batchnorm_train_backward(dout, x, mean, std, gamma, keep)
         shape = (x.shape[0], x.shape[1], -1)
         dout3, x3 = np.ascontiguousarray(dout).reshape(shape), x.reshape(shape)
+        keep3 = None if keep is None else keep.reshape(shape)
         dbeta, sum_gx = np.empty_like(mean), np.empty_like(mean)
-        self._norm.channel_grad_sums(dout3, x3, mean, dbeta, sum_gx)
+        self._norm.channel_grad_sums(dout3, x3, mean, dbeta, sum_gx, keep3)
         dgamma = sum_gx / std
         M = x.size // x.shape[1]
         dx = np.empty_like(x3)
         self._norm.channel_normalize_grad(dout3, x3, mean, np.ascontiguousarray(gamma / std),
-                                          dbeta / M, dgamma / (M * std), dx)
+                                          dbeta / M, dgamma / (M * std), dx, keep3)
         return dx.reshape(x.shape), dgamma, dbeta
+
+    # -- dropout and L2 weight decay in one pass each (kernels/regularize.pyx) -------------
+    def dropout(self, x, p, seed=None):
+        if self._regularize is None or not x.flags.c_contiguous:
+            return super().dropout(x, p, seed)
+        gen = _legacy_bit_generator(seed)
+        if gen is None:
+            return super().dropout(x, p, seed)
+        out, mask = np.empty_like(x), np.empty_like(x)
+        blocks = type(gen) is np.random.MT19937 and self._mt19937_matches()
+        with gen.lock:  # the global generator is shared with every other thread's draws
+            self._regularize.dropout(x.reshape(-1), float(p), x.dtype.type(1 / p), gen, blocks,
+                                      out.reshape(-1), mask.reshape(-1))
+        return out, mask
+
+    def _mt19937_matches(self):
+        """Whether the dropout kernel's MT19937 block path draws NumPy's numbers (checked
+        once per process on a generator of its own; else every number comes through the
+        generator's own `next_double`)."""
+        if self._mt19937_blocks is None:
+            self._mt19937_blocks = bool(self._regularize.mt19937_matches(np.random.MT19937(0)))
+        return self._mt19937_blocks
+
+    def l2_decay(self, dW, W, reg):
+        if (self._regularize is None or dW.dtype != W.dtype or dW.shape != W.shape
+                or not (dW.flags.c_contiguous and W.flags.c_contiguous)):
+            return super().l2_decay(dW, W, reg)
+        out = np.empty_like(W)
+        squares = self._regularize.l2_decay(dW.reshape(-1), W.reshape(-1), W.dtype.type(reg),
+                                            out.reshape(-1))
+        return out, squares
 
     # Every library product inside a convolution (the algorithms' GEMMs, the Winograd filter
     # transforms) keeps BLAS on one thread, so BLAS's pool never wakes beside the kernels.
@@ -274,6 +306,14 @@ def _load_cython_kernels(module):
         _said_no_extension = True
         print(f"dualnet: {reason}; using slower pure-NumPy kernels", file=sys.stderr)
     return None, reason
+
+
+def _legacy_bit_generator(seed):
+    """The bit generator `np.random.random_sample` draws from (the global RandomState's), or
+    with `seed` that of `np.random.RandomState(seed)`; None where NumPy does not show it."""
+    if seed is None:
+        return np.random.get_bit_generator()
+    return getattr(np.random.RandomState(seed), "_bit_generator", None)
 
 
 #: Sources compiled into every kernel module beside its .pyx (setup.py's SHARED_SOURCES).

@@ -10,11 +10,15 @@ that of `Backend.batchnorm_train` and `batchnorm_train_backward` in
 kernels in two passes over the data each way instead of ten to fifteen:
 
 - `channel_moments(x, mean, var)`: mean and biased variance, two passes, sums in double;
-- `channel_normalize(x, mean, scale, shift, out)`: out = (x - mean) * scale + shift;
-- `channel_grad_sums(dout, x, mean, sum_g, sum_gx)`: sums of dout and dout * (x - mean), in
-  double;
-- `channel_normalize_grad(dout, x, mean, k1, offset, k2, dx)`:
+- `channel_normalize(x, mean, scale, shift, out, relu=False)`: out = (x - mean) * scale +
+  shift, or max(that, 0) with `relu` (a ReLU after the normalization, in the same pass);
+- `channel_grad_sums(dout, x, mean, sum_g, sum_gx, keep=None)`: sums of dout and
+  dout * (x - mean), in double;
+- `channel_normalize_grad(dout, x, mean, k1, offset, k2, dx, keep=None)`:
   dx = k1 * (dout - offset - (x - mean) * k2).
+
+With `keep` (the output of `channel_normalize(..., relu=True)`, dout's shape) the two backward
+kernels take dout as 0 wherever keep is not positive: the ReLU's backward in the same passes.
 
 A channel's sums run in one thread, in a fixed order, so results are deterministic; channels
 (then (n, c) planes; for (N, D) features blocks of 64 columns, then rows) are spread over the
@@ -84,19 +88,39 @@ cdef inline double _sum_squares(const floating *p, Py_ssize_t S, double m) noexc
     return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
 
-cdef inline void _sums_of_grad(const floating *g, const floating *p, Py_ssize_t S, double m,
-                               double *sum_g, double *sum_gx) noexcept nogil:
-    """sum_g += sum of g[i]; sum_gx += sum of g[i] * (p[i] - m), i < S."""
+cdef inline floating _grad(const floating *g, const floating *keep, Py_ssize_t i) noexcept nogil:
+    """g[i], or 0 where a ReLU after the normalization was off (keep[i] <= 0; keep may be
+    NULL: no ReLU)."""
+    if keep != NULL and not keep[i] > 0:
+        return 0
+    return g[i]
+
+
+cdef inline const floating *_offset(const floating *keep, Py_ssize_t i) noexcept nogil:
+    """keep + i, or NULL for no keep."""
+    if keep == NULL:
+        return NULL
+    return keep + i
+
+
+cdef inline void _sums_of_grad(const floating *g, const floating *k, const floating *p,
+                               Py_ssize_t S, double m, double *sum_g,
+                               double *sum_gx) noexcept nogil:
+    """sum_g += sum of g[i]; sum_gx += sum of g[i] * (p[i] - m), i < S (g masked by k)."""
     cdef double g0 = 0, g1 = 0, g2 = 0, g3 = 0, x0 = 0, x1 = 0, x2 = 0, x3 = 0
+    cdef double v0, v1, v2, v3
     cdef Py_ssize_t i = 0
     while i + 4 <= S:
-        g0 += g[i]; x0 += g[i] * (p[i] - m)
-        g1 += g[i + 1]; x1 += g[i + 1] * (p[i + 1] - m)
-        g2 += g[i + 2]; x2 += g[i + 2] * (p[i + 2] - m)
-        g3 += g[i + 3]; x3 += g[i + 3] * (p[i + 3] - m)
+        v0 = _grad(g, k, i); v1 = _grad(g, k, i + 1)
+        v2 = _grad(g, k, i + 2); v3 = _grad(g, k, i + 3)
+        g0 += v0; x0 += v0 * (p[i] - m)
+        g1 += v1; x1 += v1 * (p[i + 1] - m)
+        g2 += v2; x2 += v2 * (p[i + 2] - m)
+        g3 += v3; x3 += v3 * (p[i + 3] - m)
         i += 4
     while i < S:
-        g0 += g[i]; x0 += g[i] * (p[i] - m)
+        v0 = _grad(g, k, i)
+        g0 += v0; x0 += v0 * (p[i] - m)
         i += 1
     sum_g[0] += (g0 + g1) + (g2 + g3)
     sum_gx[0] += (x0 + x1) + (x2 + x3)
@@ -135,20 +159,23 @@ cdef void _feature_moments(const floating *x, Py_ssize_t N, Py_ssize_t D, Py_ssi
         var[c0 + j] = <floating>(acc[j] / N)
 
 
-cdef void _feature_grad_sums(const floating *g, const floating *x, const floating *mean,
-                             Py_ssize_t N, Py_ssize_t D, Py_ssize_t c0, Py_ssize_t c1,
-                             floating *sum_g, floating *sum_gx) noexcept nogil:
-    """Column sums of g and of g * (x - mean) for columns c0 <= c < c1, in double."""
+cdef void _feature_grad_sums(const floating *g, const floating *k, const floating *x,
+                             const floating *mean, Py_ssize_t N, Py_ssize_t D, Py_ssize_t c0,
+                             Py_ssize_t c1, floating *sum_g, floating *sum_gx) noexcept nogil:
+    """Column sums of g and of g * (x - mean) for columns c0 <= c < c1, in double (g masked
+    by k)."""
     cdef double ag[_BLOCK]
     cdef double agx[_BLOCK]
+    cdef double v
     cdef Py_ssize_t w = c1 - c0, n, j
     for j in range(w):
         ag[j] = 0
         agx[j] = 0
     for n in range(N):
         for j in range(w):
-            ag[j] += g[n * D + c0 + j]
-            agx[j] += g[n * D + c0 + j] * (<double>x[n * D + c0 + j] - mean[c0 + j])
+            v = _grad(g, k, n * D + c0 + j)
+            ag[j] += v
+            agx[j] += v * (<double>x[n * D + c0 + j] - mean[c0 + j])
     for j in range(w):
         sum_g[c0 + j] = <floating>ag[j]
         sum_gx[c0 + j] = <floating>agx[j]
@@ -186,10 +213,14 @@ def channel_moments(const floating[:, :, ::1] x, floating[::1] mean, floating[::
         var[c] = <floating>(q / M)
 
 
+cdef inline floating _relu_if(floating v, bint relu) noexcept nogil:
+    return 0 if relu and v < 0 else v
+
+
 def channel_normalize(const floating[:, :, ::1] x, const floating[::1] mean,
                       const floating[::1] scale, const floating[::1] shift,
-                      floating[:, :, ::1] out):
-    """out (N, C, S) = (x - mean[c]) * scale[c] + shift[c]."""
+                      floating[:, :, ::1] out, bint relu=False):
+    """out (N, C, S) = (x - mean[c]) * scale[c] + shift[c]; with `relu`, max(that, 0)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], n, c, i, plane
     cdef floating m, k, b
     cdef const floating *src
@@ -199,7 +230,7 @@ def channel_normalize(const floating[:, :, ::1] x, const floating[::1] mean,
             src = &x[n, 0, 0]
             dst = &out[n, 0, 0]
             for c in range(C):
-                dst[c] = (src[c] - mean[c]) * scale[c] + shift[c]
+                dst[c] = _relu_if((src[c] - mean[c]) * scale[c] + shift[c], relu)
         return
     for plane in prange(N * C, nogil=True, schedule="static", num_threads=_threads(N * C * S)):
         n = plane // C
@@ -210,26 +241,35 @@ def channel_normalize(const floating[:, :, ::1] x, const floating[::1] mean,
         src = &x[n, c, 0]
         dst = &out[n, c, 0]
         for i in range(S):
-            dst[i] = (src[i] - m) * k + b
+            dst[i] = _relu_if((src[i] - m) * k + b, relu)
 
 
 def channel_grad_sums(const floating[:, :, ::1] dout, const floating[:, :, ::1] x,
-                      const floating[::1] mean, floating[::1] sum_g, floating[::1] sum_gx):
-    """sum_g[c] = sum of dout[:, c], sum_gx[c] = sum of dout[:, c] * (x[:, c] - mean[c])."""
+                      const floating[::1] mean, floating[::1] sum_g, floating[::1] sum_gx,
+                      keep=None):
+    """sum_g[c] = sum of dout[:, c], sum_gx[c] = sum of dout[:, c] * (x[:, c] - mean[c]);
+    dout taken as 0 where `keep` (dout's shape) is not positive."""
     cdef Py_ssize_t N = dout.shape[0], C = dout.shape[1], S = dout.shape[2], n, c
     cdef double g, gx
     cdef Py_ssize_t block
+    cdef const floating[:, :, ::1] kv
+    cdef const floating *k = NULL
+    if keep is not None:
+        kv = keep
+        k = &kv[0, 0, 0]
     if S == 1:
         for block in prange((C + _BLOCK - 1) // _BLOCK, nogil=True, schedule="static",
                             num_threads=_threads(N * C)):
-            _feature_grad_sums(&dout[0, 0, 0], &x[0, 0, 0], &mean[0], N, C, block * _BLOCK,
-                               min(C, (block + 1) * _BLOCK), &sum_g[0], &sum_gx[0])
+            _feature_grad_sums(&dout[0, 0, 0], k, &x[0, 0, 0], &mean[0], N, C,
+                               block * _BLOCK, min(C, (block + 1) * _BLOCK), &sum_g[0],
+                               &sum_gx[0])
         return
     for c in prange(C, nogil=True, schedule="static", num_threads=_threads(N * C * S)):
         g = 0
         gx = 0
         for n in range(N):
-            _sums_of_grad(&dout[n, c, 0], &x[n, c, 0], S, mean[c], &g, &gx)
+            _sums_of_grad(&dout[n, c, 0], _offset(k, (n * C + c) * S),
+                          &x[n, c, 0], S, mean[c], &g, &gx)
         sum_g[c] = <floating>g
         sum_gx[c] = <floating>gx
 
@@ -237,20 +277,28 @@ def channel_grad_sums(const floating[:, :, ::1] dout, const floating[:, :, ::1] 
 def channel_normalize_grad(const floating[:, :, ::1] dout, const floating[:, :, ::1] x,
                            const floating[::1] mean, const floating[::1] k1,
                            const floating[::1] offset, const floating[::1] k2,
-                           floating[:, :, ::1] dx):
-    """dx (N, C, S) = k1[c] * (dout - offset[c] - (x - mean[c]) * k2[c])."""
+                           floating[:, :, ::1] dx, keep=None):
+    """dx (N, C, S) = k1[c] * (dout - offset[c] - (x - mean[c]) * k2[c]); dout taken as 0
+    where `keep` (dout's shape) is not positive."""
     cdef Py_ssize_t N = dout.shape[0], C = dout.shape[1], S = dout.shape[2], n, c, i, plane
     cdef floating m, a, o, b
     cdef const floating *g
     cdef const floating *p
+    cdef const floating *q
     cdef floating *d
+    cdef const floating[:, :, ::1] kv
+    cdef const floating *k = NULL
+    if keep is not None:
+        kv = keep
+        k = &kv[0, 0, 0]
     if S == 1:  # a row of features at a time
         for n in prange(N, nogil=True, schedule="static", num_threads=_threads(N * C)):
             g = &dout[n, 0, 0]
+            q = _offset(k, n * C)
             p = &x[n, 0, 0]
             d = &dx[n, 0, 0]
             for c in range(C):
-                d[c] = k1[c] * (g[c] - offset[c] - (p[c] - mean[c]) * k2[c])
+                d[c] = k1[c] * (_grad(g, q, c) - offset[c] - (p[c] - mean[c]) * k2[c])
         return
     for plane in prange(N * C, nogil=True, schedule="static", num_threads=_threads(N * C * S)):
         n = plane // C
@@ -260,7 +308,8 @@ def channel_normalize_grad(const floating[:, :, ::1] dout, const floating[:, :, 
         o = offset[c]
         b = k2[c]
         g = &dout[n, c, 0]
+        q = _offset(k, (n * C + c) * S)
         p = &x[n, c, 0]
         d = &dx[n, c, 0]
         for i in range(S):
-            d[i] = a * (g[i] - o - (p[i] - m) * b)
+            d[i] = a * (_grad(g, q, i) - o - (p[i] - m) * b)

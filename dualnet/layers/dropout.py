@@ -27,9 +27,8 @@ def dropout_forward(x, dropout_param):
         raise ValueError(f"{layer}: mode must be 'train' or 'test', got {mode!r}")
     if mode == "test":
         return x, (dropout_param, None)
-    keep = be.rand(x.shape, x.dtype, seed=dropout_param.get("seed")) < p
-    mask = keep * x.dtype.type(1 / p)
-    return x * mask, (dropout_param, mask)
+    out, mask = be.dropout(x, p, seed=dropout_param.get("seed"))
+    return out, (dropout_param, mask)
 
 
 def dropout_backward(dout, cache):

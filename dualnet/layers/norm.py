@@ -34,8 +34,10 @@ def _mode(layer, param):
     return mode
 
 
-def _batchnorm(layer, x, gamma, beta, bn_param, axes):
-    """Batch normalization over `axes` of x, with per-channel running statistics.
+def _batchnorm(layer, x, gamma, beta, bn_param, axes, relu=False):
+    """Batch normalization over `axes` of x, with per-channel running statistics; with
+    `relu`, the ReLU that follows it too, in the same pass (its output, kept in the cache as
+    'relu', is also the ReLU's mask).
 
     Channels are the one axis of x (1 for (N, C, ...), else 1 of (N, D)) not in `axes`;
     gamma, beta and the running mean/var have shape (C,).
@@ -62,18 +64,21 @@ def _batchnorm(layer, x, gamma, beta, bn_param, axes):
             raise ValueError(f"{layer}: x of shape {tuple(x.shape)} holds no values per channel; "
                              f"batch statistics need a non-empty batch in 'train' mode")
         # the backend's kernel: statistics and normalization in few passes over x
-        out, mean, var, std = be.batchnorm_train(x, gamma, beta, eps)
+        out, mean, var, std = be.batchnorm_train(x, gamma, beta, eps, relu)
         bn_param["running_mean"] = momentum * running_mean + (1 - momentum) * mean
         bn_param["running_var"] = momentum * running_var + (1 - momentum) * var
         return out, {"mode": mode, "x": x, "mean": mean, "std": std, "gamma": gamma,
-                     "axes": axes}
+                     "axes": axes, "relu": out if relu else None}
     bshape = [1] * x.ndim
     bshape[1] = C
     std = xp.sqrt(running_var + x.dtype.type(eps)).reshape(bshape)
     xhat = (x - running_mean.reshape(bshape)) / std
     g = gamma.reshape(bshape)
     out = g * xhat + beta.reshape(bshape)
-    return out, {"mode": mode, "xhat": xhat, "std": std, "gamma": g, "axes": axes}
+    if relu:
+        xp.maximum(out, 0, out=out)
+    return out, {"mode": mode, "xhat": xhat, "std": std, "gamma": g, "axes": axes,
+                 "relu": out if relu else None}
 
 
 def _checked(layer, dout, cache, made_by, keys=("xhat", "std", "gamma")):
@@ -105,11 +110,14 @@ def _affine_grads(dout, cache):
 
 
 def _batchnorm_backward_closed(dout, cache):
+    keep = cache.get("relu")  # the output of a fused ReLU, whose positives pass dout
     if cache["mode"] == "test":  # statistics were constants
+        if keep is not None:
+            dout = dout * (keep > 0)
         dgamma, dbeta, dxhat = _affine_grads(dout, cache)
         return dxhat / cache["std"], dgamma, dbeta
     return backend.of(dout).batchnorm_train_backward(dout, cache["x"], cache["mean"],
-                                                     cache["std"], cache["gamma"])
+                                                     cache["std"], cache["gamma"], keep)
 
 
 def batchnorm_forward(x, gamma, beta, bn_param):
@@ -166,6 +174,19 @@ def batchnorm_backward_alt(dout, cache):
     return _batchnorm_backward_closed(dout, cache)
 
 
+def batchnorm_relu_forward(x, gamma, beta, bn_param):
+    """max(batchnorm_forward(x, gamma, beta, bn_param), 0), normalization and ReLU in one pass
+    where the backend has a kernel for it. Returns out (N, D), cache."""
+    _checks.ndim("batchnorm_relu_forward", "x", x, 2, "(N, D)")
+    return _batchnorm("batchnorm_relu_forward", x, gamma, beta, bn_param, axes=(0,), relu=True)
+
+
+def batchnorm_relu_backward(dout, cache):
+    """Gradients of `batchnorm_relu_forward`: dx (N, D), dgamma (D,), dbeta (D,)."""
+    cache = _batchnorm_cache("batchnorm_relu_backward", dout, cache, "batchnorm_relu_forward")
+    return _batchnorm_backward_closed(dout, cache)
+
+
 def spatial_batchnorm_forward(x, gamma, beta, bn_param):
     """Batch normalization of x (N, C, H, W) per channel, over N, H and W.
 
@@ -179,6 +200,21 @@ def spatial_batchnorm_backward(dout, cache):
     """Returns dx (N, C, H, W), dgamma (C,), dbeta (C,)."""
     cache = _batchnorm_cache("spatial_batchnorm_backward", dout, cache,
                              "spatial_batchnorm_forward")
+    return _batchnorm_backward_closed(dout, cache)
+
+
+def spatial_batchnorm_relu_forward(x, gamma, beta, bn_param):
+    """max(spatial_batchnorm_forward(x, gamma, beta, bn_param), 0), in one pass where the
+    backend has a kernel for it. Returns out (N, C, H, W), cache."""
+    _checks.ndim("spatial_batchnorm_relu_forward", "x", x, 4, "(N, C, H, W)")
+    return _batchnorm("spatial_batchnorm_relu_forward", x, gamma, beta, bn_param,
+                      axes=(0, 2, 3), relu=True)
+
+
+def spatial_batchnorm_relu_backward(dout, cache):
+    """Gradients of `spatial_batchnorm_relu_forward`: dx (N, C, H, W), dgamma, dbeta (C,)."""
+    cache = _batchnorm_cache("spatial_batchnorm_relu_backward", dout, cache,
+                             "spatial_batchnorm_relu_forward")
     return _batchnorm_backward_closed(dout, cache)
 
 

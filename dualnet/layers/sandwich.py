@@ -7,12 +7,12 @@ from .activations import relu_backward, relu_forward
 from .conv import conv_backward_fast, conv_forward_fast
 from .dense import affine_backward, affine_forward
 from .norm import (
-    batchnorm_backward_alt,
-    batchnorm_forward,
+    batchnorm_relu_backward,
+    batchnorm_relu_forward,
     layernorm_backward,
     layernorm_forward,
-    spatial_batchnorm_backward,
-    spatial_batchnorm_forward,
+    spatial_batchnorm_relu_backward,
+    spatial_batchnorm_relu_forward,
 )
 from .pool import max_pool_backward_fast, max_pool_forward_fast
 
@@ -22,9 +22,23 @@ def _relu_inplace(a):
     return of(a).xp.maximum(a, 0, out=a)
 
 
+def _layernorm_relu_forward(x, gamma, beta, ln_param):
+    """layernorm -> ReLU, the ReLU in place on the normalized array (ours; the layernorm
+    cache does not hold it), whose positives are then the ReLU's mask."""
+    an, ln_cache = layernorm_forward(x, gamma, beta, ln_param)
+    out = _relu_inplace(an)
+    return out, (ln_cache, out)
+
+
+def _layernorm_relu_backward(dout, cache):
+    ln_cache, relu_cache = cache
+    return layernorm_backward(relu_backward(dout, relu_cache), ln_cache)
+
+
+#: normalization -> (norm + ReLU forward, its backward); batchnorm's fuses them in one pass.
 _NORMS = {
-    "batchnorm": (batchnorm_forward, batchnorm_backward_alt),
-    "layernorm": (layernorm_forward, layernorm_backward),
+    "batchnorm": (batchnorm_relu_forward, batchnorm_relu_backward),
+    "layernorm": (_layernorm_relu_forward, _layernorm_relu_backward),
 }
 
 
@@ -50,18 +64,17 @@ def affine_norm_relu_forward(x, w, b, gamma, beta, norm_param, normalization="ba
     if normalization not in _NORMS:
         raise ValueError(f"affine_norm_relu_forward: normalization must be one of "
                          f"{sorted(_NORMS)}, got {normalization!r}")
-    norm_forward, _ = _NORMS[normalization]
+    norm_relu_forward, _ = _NORMS[normalization]
     a, fc_cache = affine_forward(x, w, b)
-    an, norm_cache = norm_forward(a, gamma, beta, norm_param)
-    out, relu_cache = relu_forward(an)
-    return out, (fc_cache, norm_cache, relu_cache, normalization)
+    out, norm_cache = norm_relu_forward(a, gamma, beta, norm_param)
+    return out, (fc_cache, norm_cache, normalization)
 
 
 def affine_norm_relu_backward(dout, cache, need_dx=True):
     """Returns dx, dw, db, dgamma, dbeta (dx None with need_dx=False)."""
-    fc_cache, norm_cache, relu_cache, normalization = cache
-    _, norm_backward = _NORMS[normalization]
-    dan, dgamma, dbeta = norm_backward(relu_backward(dout, relu_cache), norm_cache)
+    fc_cache, norm_cache, normalization = cache
+    _, norm_relu_backward = _NORMS[normalization]
+    dan, dgamma, dbeta = norm_relu_backward(dout, norm_cache)
     dx, dw, db = affine_backward(dan, fc_cache, need_dx=need_dx)
     return dx, dw, db, dgamma, dbeta
 
@@ -107,15 +120,14 @@ def conv_relu_pool_backward(dout, cache, need_dx=True):
 def conv_bn_relu_forward(x, w, b, gamma, beta, conv_param, bn_param):
     """conv -> spatial batchnorm -> ReLU. Returns out, cache."""
     a, conv_cache = conv_forward_fast(x, w, b, conv_param)
-    an, bn_cache = spatial_batchnorm_forward(a, gamma, beta, bn_param)
-    out, relu_cache = relu_forward(an)
-    return out, (conv_cache, bn_cache, relu_cache)
+    out, bn_cache = spatial_batchnorm_relu_forward(a, gamma, beta, bn_param)
+    return out, (conv_cache, bn_cache)
 
 
 def conv_bn_relu_backward(dout, cache, need_dx=True):
     """Returns dx, dw, db, dgamma, dbeta (dx None with need_dx=False)."""
-    conv_cache, bn_cache, relu_cache = cache
-    dan, dgamma, dbeta = spatial_batchnorm_backward(relu_backward(dout, relu_cache), bn_cache)
+    conv_cache, bn_cache = cache
+    dan, dgamma, dbeta = spatial_batchnorm_relu_backward(dout, bn_cache)
     dx, dw, db = conv_backward_fast(dan, conv_cache, need_dx=need_dx)
     return dx, dw, db, dgamma, dbeta
 

@@ -60,11 +60,9 @@ def _signature_takes_need_dx(fn) -> bool:
 
 
 def _l2(loss, dW, W, reg: float):
-    """loss + 0.5 * reg * sum(W**2) and dW + reg * W: the sum as one dot product (no W**2
-    array), the gradient in one new array (reg * W, then dW added in place)."""
-    decayed = reg * W
-    decayed += dW
-    return loss + 0.5 * reg * of(W).xp.vdot(W, W), decayed
+    """loss + 0.5 * reg * sum(W**2) and dW + reg * W (a new array), by W's backend."""
+    decayed, squares = of(W).l2_decay(dW, W, reg)
+    return loss + 0.5 * reg * squares, decayed
 
 
 def init_scale(weight_scale, fan_in: int) -> float:

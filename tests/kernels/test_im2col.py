@@ -227,7 +227,7 @@ def test_numpy_backend_reports_active_kernels():
     fused = cy.FUSED_KERNEL
     assert backend.get("numpy").kernels() == (
         "Cython kernels (dualnet.kernels._im2col, dualnet.kernels._winograd, "
-        "dualnet.kernels._norm; "
+        "dualnet.kernels._norm, dualnet.kernels._regularize; "
         + (f"fused convolutions with {fused} vectors)" if fused != "scalar" else
            "no fused convolutions (the compiler has no vector extensions))"))
 

@@ -41,24 +41,42 @@ def shapes(draw):
     return (N, C, draw(st.integers(1, 9)), draw(st.integers(1, 9)))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(shape=shapes(), seed=st.integers(0, 2**16),
-       dtype=st.sampled_from([np.float32, np.float64]))
-def test_kernels_match_the_reference(shape, seed, dtype):
-    x, gamma, beta, dout = _inputs(shape, dtype, seed)
+       dtype=st.sampled_from([np.float32, np.float64]), relu=st.booleans())
+def test_kernels_match_the_reference(shape, seed, dtype, relu):
+    x, gamma, beta, dout = _inputs(shape, dtype, seed, offset=0.5)
     fast, ref = backend.get("numpy"), _Reference()
-    got = fast.batchnorm_train(x, gamma, beta, 1e-5)
-    want = ref.batchnorm_train(x, gamma, beta, 1e-5)
+    got = fast.batchnorm_train(x, gamma, beta, 1e-5, relu)
+    want = ref.batchnorm_train(x, gamma, beta, 1e-5, relu)
     for g, w in zip(got, want, strict=True):
         assert g.dtype == dtype and g.shape == w.shape
         np.testing.assert_allclose(g, w, rtol=TOL[dtype], atol=TOL[dtype])
-    _, mean, _, std = got
-    grads = fast.batchnorm_train_backward(dout, x, mean, std, gamma)
-    want_grads = ref.batchnorm_train_backward(dout, x, mean, std, gamma)
+    out, mean, _, std = want
+    keep = out if relu else None
+    grads = fast.batchnorm_train_backward(dout, x, mean, std, gamma, keep)
+    want_grads = ref.batchnorm_train_backward(dout, x, mean, std, gamma, keep)
     scale = max(1.0, float(np.abs(dout).sum()))  # dgamma, dbeta are sums over a channel
     for g, w in zip(grads, want_grads, strict=True):
         assert g.dtype == dtype and g.shape == w.shape
         np.testing.assert_allclose(g, w, rtol=TOL[dtype], atol=TOL[dtype] * scale)
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (3, 4, 5, 6), (300, 150), (8, 4, 32, 32)])
+def test_a_fused_relu_is_the_relu_after_the_normalization(shape):
+    """relu=True / keep= give what the unfused layers give: max(out, 0) forward, and
+    backward the normalization's gradients of dout * (out > 0) (in the reference and in the
+    kernels, serial and parallel sizes)."""
+    x, gamma, beta, dout = _inputs(shape, np.float64, 3, offset=0.5)
+    for be in (backend.get("numpy"), _Reference()):
+        plain, mean, _, std = be.batchnorm_train(x, gamma, beta, 1e-5)
+        fused = be.batchnorm_train(x, gamma, beta, 1e-5, relu=True)[0]
+        assert (plain < 0).any() and (plain > 0).any()
+        np.testing.assert_allclose(fused, np.maximum(plain, 0), rtol=1e-12, atol=1e-12)
+        got = be.batchnorm_train_backward(dout, x, mean, std, gamma, keep=fused)
+        want = be.batchnorm_train_backward(dout * (plain > 0), x, mean, std, gamma)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)
 
 
 # above SERIAL_BELOW, so on every thread: maps, and features in blocks of 64 columns and a rest

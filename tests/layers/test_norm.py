@@ -5,6 +5,7 @@ import pytest
 
 from dualnet import layers
 from dualnet.gradient_check import eval_numerical_gradient_array, rel_error
+from dualnet.layers import norm
 
 TOL = 1e-6  # the course notebooks' tolerance for normalization gradients
 
@@ -107,6 +108,37 @@ def test_spatial_batchnorm_gradients():
         return layers.spatial_batchnorm_forward(x, gamma, beta, {"mode": "train"})
 
     _check_grads(forward, layers.spatial_batchnorm_backward, x, rng.randn(3), rng.randn(3), rng)
+
+
+FUSED_RELU = [
+    (norm.batchnorm_relu_forward, norm.batchnorm_relu_backward, layers.batchnorm_forward, (6, 5)),
+    (norm.spatial_batchnorm_relu_forward, norm.spatial_batchnorm_relu_backward,
+     layers.spatial_batchnorm_forward, (2, 3, 4, 5)),
+]
+
+
+@pytest.mark.parametrize("mode", ["train", "test"])
+@pytest.mark.parametrize(("fused", "fused_backward", "plain", "shape"), FUSED_RELU)
+def test_batchnorm_with_a_fused_relu(fused, fused_backward, plain, shape, mode):
+    """The fused forward is max(plain forward, 0), with the same running statistics, and its
+    gradients pass the numeric check (the batch keeps every unit away from the ReLU's kink)."""
+    rng = np.random.RandomState(231)
+    x = 5 * rng.randn(*shape) + 1
+    C = shape[1]
+    gamma, beta = rng.randn(C), 0.3 * rng.randn(C)
+    running = {"running_mean": rng.randn(C), "running_var": rng.rand(C) + 0.5}
+    fused_param, plain_param = {"mode": mode, **running}, {"mode": mode, **running}
+    out, _ = fused(x, gamma, beta, fused_param)
+    want, _ = plain(x, gamma, beta, plain_param)
+    assert (want < 0).any() and (want > 0).any()
+    np.testing.assert_allclose(out, np.maximum(want, 0), rtol=1e-12, atol=1e-12)
+    for key in running:
+        np.testing.assert_allclose(fused_param[key], plain_param[key], rtol=1e-12)
+
+    def forward(x, gamma, beta):
+        return fused(x, gamma, beta, {"mode": mode, **running})
+
+    _check_grads(forward, fused_backward, x, gamma, beta, rng)
 
 
 def test_layernorm_normalizes_each_sample():
