@@ -88,12 +88,11 @@ cdef inline double _sum_squares(const floating *p, Py_ssize_t S, double m) noexc
     return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
 
-cdef inline floating _grad(const floating *g, const floating *keep, Py_ssize_t i) noexcept nogil:
-    """g[i], or 0 where a ReLU after the normalization was off (keep[i] <= 0; keep may be
-    NULL: no ReLU)."""
-    if keep != NULL and not keep[i] > 0:
-        return 0
-    return g[i]
+cdef inline floating _masked(floating g, floating k) noexcept nogil:
+    """g where k > 0, else 0. Both are loaded before the choice (the arguments), so the
+    compiler makes it a select (vectorized, never a mispredicted branch on a random mask);
+    `g[i] if k[i] > 0 else 0` would load g[i] only on one side and stay a branch."""
+    return g if k > 0 else 0
 
 
 cdef inline const floating *_offset(const floating *keep, Py_ssize_t i) noexcept nogil:
@@ -106,20 +105,31 @@ cdef inline const floating *_offset(const floating *keep, Py_ssize_t i) noexcept
 cdef inline void _sums_of_grad(const floating *g, const floating *k, const floating *p,
                                Py_ssize_t S, double m, double *sum_g,
                                double *sum_gx) noexcept nogil:
-    """sum_g += sum of g[i]; sum_gx += sum of g[i] * (p[i] - m), i < S (g masked by k)."""
+    """sum_g += sum of g[i]; sum_gx += sum of g[i] * (p[i] - m), i < S; with k (not NULL),
+    g[i] counts only where k[i] > 0 (`_masked`)."""
     cdef double g0 = 0, g1 = 0, g2 = 0, g3 = 0, x0 = 0, x1 = 0, x2 = 0, x3 = 0
     cdef double v0, v1, v2, v3
     cdef Py_ssize_t i = 0
-    while i + 4 <= S:
-        v0 = _grad(g, k, i); v1 = _grad(g, k, i + 1)
-        v2 = _grad(g, k, i + 2); v3 = _grad(g, k, i + 3)
-        g0 += v0; x0 += v0 * (p[i] - m)
-        g1 += v1; x1 += v1 * (p[i + 1] - m)
-        g2 += v2; x2 += v2 * (p[i + 2] - m)
-        g3 += v3; x3 += v3 * (p[i + 3] - m)
-        i += 4
+    if k == NULL:
+        while i + 4 <= S:
+            g0 += g[i]; x0 += g[i] * (p[i] - m)
+            g1 += g[i + 1]; x1 += g[i + 1] * (p[i + 1] - m)
+            g2 += g[i + 2]; x2 += g[i + 2] * (p[i + 2] - m)
+            g3 += g[i + 3]; x3 += g[i + 3] * (p[i + 3] - m)
+            i += 4
+    else:
+        while i + 4 <= S:
+            v0 = _masked(g[i], k[i])
+            v1 = _masked(g[i + 1], k[i + 1])
+            v2 = _masked(g[i + 2], k[i + 2])
+            v3 = _masked(g[i + 3], k[i + 3])
+            g0 += v0; x0 += v0 * (p[i] - m)
+            g1 += v1; x1 += v1 * (p[i + 1] - m)
+            g2 += v2; x2 += v2 * (p[i + 2] - m)
+            g3 += v3; x3 += v3 * (p[i + 3] - m)
+            i += 4
     while i < S:
-        v0 = _grad(g, k, i)
+        v0 = g[i] if k == NULL else _masked(g[i], k[i])
         g0 += v0; x0 += v0 * (p[i] - m)
         i += 1
     sum_g[0] += (g0 + g1) + (g2 + g3)
@@ -166,16 +176,24 @@ cdef void _feature_grad_sums(const floating *g, const floating *k, const floatin
     by k)."""
     cdef double ag[_BLOCK]
     cdef double agx[_BLOCK]
+    cdef floating masked[_BLOCK]
     cdef double v
     cdef Py_ssize_t w = c1 - c0, n, j
     for j in range(w):
         ag[j] = 0
         agx[j] = 0
     for n in range(N):
-        for j in range(w):
-            v = _grad(g, k, n * D + c0 + j)
-            ag[j] += v
-            agx[j] += v * (<double>x[n * D + c0 + j] - mean[c0 + j])
+        if k == NULL:
+            for j in range(w):
+                v = g[n * D + c0 + j]
+                ag[j] += v
+                agx[j] += v * (<double>x[n * D + c0 + j] - mean[c0 + j])
+        else:  # the row's masked block first: two loops that vectorize
+            for j in range(w):
+                masked[j] = _masked(g[n * D + c0 + j], k[n * D + c0 + j])
+            for j in range(w):
+                ag[j] += masked[j]
+                agx[j] += masked[j] * (<double>x[n * D + c0 + j] - mean[c0 + j])
     for j in range(w):
         sum_g[c0 + j] = <floating>ag[j]
         sum_gx[c0 + j] = <floating>agx[j]
@@ -297,8 +315,13 @@ def channel_normalize_grad(const floating[:, :, ::1] dout, const floating[:, :, 
             q = _offset(k, n * C)
             p = &x[n, 0, 0]
             d = &dx[n, 0, 0]
-            for c in range(C):
-                d[c] = k1[c] * (_grad(g, q, c) - offset[c] - (p[c] - mean[c]) * k2[c])
+            if q == NULL:
+                for c in range(C):
+                    d[c] = k1[c] * (g[c] - offset[c] - (p[c] - mean[c]) * k2[c])
+            else:
+                for c in range(C):
+                    d[c] = k1[c] * (_masked(g[c], q[c]) - offset[c]
+                                    - (p[c] - mean[c]) * k2[c])
         return
     for plane in prange(N * C, nogil=True, schedule="static", num_threads=_threads(N * C * S)):
         n = plane // C
@@ -311,5 +334,9 @@ def channel_normalize_grad(const floating[:, :, ::1] dout, const floating[:, :, 
         q = _offset(k, (n * C + c) * S)
         p = &x[n, c, 0]
         d = &dx[n, c, 0]
-        for i in range(S):
-            d[i] = a * (_grad(g, q, i) - o - (p[i] - m) * b)
+        if q == NULL:
+            for i in range(S):
+                d[i] = a * (g[i] - o - (p[i] - m) * b)
+        else:
+            for i in range(S):
+                d[i] = a * (_masked(g[i], q[i]) - o - (p[i] - m) * b)
