@@ -67,8 +67,10 @@ def fixed_bytes(w_shape, stride, q, itemsize):
 #: The largest per-thread workspace (patches, their gradient, dout^T, dw^T) of the fused path.
 FUSED_MAX_BYTES = 8 * 2**20
 
-#: Tests turn this off to run the chunked path with compiled kernels.
-fused_enabled = True
+#: Whether the fused path may run: None (the default) where it pays
+#: (`NumpyBackend.fused_pays`: AVX-512 kernels); True wherever it applies (tests, experiments
+#: on other CPUs); False never (tests run the chunked path with compiled kernels).
+fused_enabled = None
 
 
 def _stacked_weights(xp, w, stride, q):
@@ -189,7 +191,7 @@ class Im2colFused(conv.ConvAlgorithm):
         """Compiled vector GEMMs, every thread busy (a sample each at least), and a thread's
         workspace (sized for backward, the larger) within `FUSED_MAX_BYTES`."""
         mod = self.be.im2col_fused
-        if not fused_enabled or mod is None or call.N < mod.max_threads():
+        if fused_enabled is False or mod is None or call.N < mod.max_threads():
             return False
         return self._workspace(call, True) * call.itemsize <= FUSED_MAX_BYTES
 

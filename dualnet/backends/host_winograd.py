@@ -42,8 +42,10 @@ def sample_bytes(C, F, H, W, pad, itemsize):
     return 16 * th * tw * (2 * C + F) * itemsize
 
 
-#: Tests turn this off to run the chunked path with compiled transforms.
-fused_enabled = True
+#: Whether the fused path may run: None (the default) where it pays
+#: (`NumpyBackend.fused_pays`: AVX-512 kernels); True wherever it applies (tests, experiments
+#: on other CPUs); False never (tests run the chunked path with compiled transforms).
+fused_enabled = None
 
 
 def fixed_bytes(C, F, itemsize):
@@ -156,7 +158,8 @@ class WinogradFused(conv.ConvAlgorithm):
     def applies(self, call):
         """3x3 stride 1, compiled with vector kernels, and every thread busy."""
         wino = self.be.winograd_fused
-        return (call.stride == 1 and (call.HH, call.WW) == (3, 3) and fused_enabled
+        return (call.stride == 1 and (call.HH, call.WW) == (3, 3)
+                and fused_enabled is not False
                 and wino is not None and call.N >= wino.max_threads())
 
     def scratch_bytes(self, call):

@@ -69,21 +69,38 @@ class NumpyBackend(Backend):
                 host_im2col.Im2colFused(self), host_im2col.Im2colChunked(self),
                 host_im2col.Im2colPairs(self), conv.Depthwise(self), conv.Grouped(self)]
 
+    @property
+    def fused_pays(self) -> bool:
+        """Whether the rule takes the fused convolutions (per sample in a thread's cache, the
+        compiled vector GEMMs) over the chunked ones (the library's GEMM): where they run
+        AVX-512 kernels. On an AVX2-only EPYC (Zen 2/3, 512 KiB L2; 2 cores, float32,
+        fwd+bwd) the chunked paths took 0.45-0.8 of the fused paths' time on all eight shapes
+        tried (3x3 Winograd 64 channels at 8x8 to 16x16, 32 channels at 16x16; 7x7 and 5x5
+        im2col at 16x16 to 32x32), workspaces inside L2 or not; on the AVX-512 EPYC (Zen 5)
+        the fused paths were the faster (see `winograd_pays`, `bench/conv_algorithms.py`)."""
+        return self._ext is not None and self._ext.FUSED_KERNEL == "avx512"
+
+    def _takes_fused(self, module):
+        """Whether the rule may take `module`'s fused path (its `fused_enabled`, by default
+        where the fused kernels pay)."""
+        return module.fused_enabled or (module.fused_enabled is None and self.fused_pays)
+
     def single_group_algorithm(self, call):
         """The numpy backend's rule for one group, in order: Winograd for 3x3 stride-1 calls
         where it pays (`host_winograd.winograd_pays`; always with `set_algorithm('winograd')`),
-        fused where its workspace fits the budget, else chunked; then fused im2col where it
-        applies and fits; then, under 'auto', vertical output pairs for few-filter layers;
-        else chunked im2col."""
+        fused where the fused kernels pay (`fused_pays`) and their workspace fits the budget,
+        else chunked; then fused im2col likewise; then, under 'auto', vertical output pairs
+        for few-filter layers; else chunked im2col."""
         setting, budget = conv.settings.algorithm, conv.settings.memory_budget
         algorithms = self.conv_algorithms()
         winograd = algorithms["winograd"]
         if setting != "im2col" and winograd.applies(call):
-            fused = algorithms["winograd-fused"].fits(call, budget)
+            fused = (self._takes_fused(host_winograd)
+                     and algorithms["winograd-fused"].fits(call, budget))
             if setting == "winograd" or (self.winograd_compiled and host_winograd.winograd_pays(
                     call.C, call.N * call.Ho * call.Wo, fused)):
                 return algorithms["winograd-fused"] if fused else winograd
-        if algorithms["im2col-fused"].fits(call, budget):
+        if self._takes_fused(host_im2col) and algorithms["im2col-fused"].fits(call, budget):
             return algorithms["im2col-fused"]
         if setting == "auto" and algorithms["im2col-pairs"].applies(call):
             return algorithms["im2col-pairs"]

@@ -141,9 +141,11 @@ def test_budget_bounds_a_small_problem_too(budget, numpy_kernels, monkeypatch, a
 
 
 @pytest.mark.parametrize("algorithm", ["winograd", "im2col"])
-def test_fused_paths_stay_within_a_small_budget(budget, algorithm):
+def test_fused_paths_stay_within_a_small_budget(budget, monkeypatch, algorithm):
     if backend.get("numpy").winograd_fused is None:
         pytest.skip("no fused kernels here")
+    monkeypatch.setattr(host_winograd, "fused_enabled", True)  # wherever they build
+    monkeypatch.setattr(host_im2col, "fused_enabled", True)
     budget(1_000_000)
     x = np.random.default_rng(2).standard_normal((64, 8, 16, 16), dtype=np.float32)
     w = np.ones((8, 8, 3, 3), dtype=np.float32)

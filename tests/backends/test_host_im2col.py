@@ -217,6 +217,21 @@ def test_fused_path_needs_a_sample_per_thread_and_a_cache_sized_workspace(fused,
     assert _algorithm((threads, 3, 32, 32), (32, 3, 7, 7), 1, 3) == "im2col-pairs"
 
 
+@pytest.mark.parametrize("pays", [True, False])
+def test_by_default_the_fused_path_runs_where_it_pays(monkeypatch, pays):
+    """fused_enabled None (the default) leaves the choice to `NumpyBackend.fused_pays`
+    (AVX-512 kernels): the ThreeLayerConvNet's 7x7 layer takes the fused path where it pays,
+    else the vertical pairs."""
+    be = backend.get("numpy")
+    if be.im2col_fused is None:
+        pytest.skip("no fused kernels: " + be.kernels())
+    monkeypatch.setattr(host_im2col, "fused_enabled", None)
+    monkeypatch.setattr(NumpyBackend, "fused_pays", pays)
+    threads = be.im2col_fused.max_threads()
+    assert _algorithm((threads, 3, 32, 32), (32, 3, 7, 7), 1, 3) == \
+        ("im2col-fused" if pays else "im2col-pairs")
+
+
 def test_fused_results_are_deterministic(fused):
     rng = np.random.default_rng(6)
     x = rng.standard_normal((9, 3, 16, 16)).astype(np.float32)

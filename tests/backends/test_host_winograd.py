@@ -44,8 +44,8 @@ def numpy_backend(request, monkeypatch):
     if request.param == "fallback":
         monkeypatch.setenv("DUALNET_NO_EXTENSION", "1")
         monkeypatch.setitem(backend._instances, "numpy", NumpyBackend())
-    if request.param == "cython-chunked":
-        monkeypatch.setattr(host_winograd, "fused_enabled", False)
+    # the fused kernels are tested wherever they build, not only where the rule takes them
+    monkeypatch.setattr(host_winograd, "fused_enabled", request.param == "cython")
     be = backend.get("numpy")
     assert be.kernels().startswith("pure-NumPy") == (request.param == "fallback")
     with backend.use("numpy"):
@@ -60,7 +60,8 @@ def _winograd_variant(be, x, F, pad=1):
     """The algorithm name a Winograd call on `be` with input `x` and F filters records, at the
     current memory budget."""
     call = ConvCall.of(x, np.zeros((F, x.shape[1], 3, 3)), 1, pad, 0, 0)
-    fused = be.conv_algorithms()["winograd-fused"].fits(call, conv.get_memory_budget())
+    fused = (be._takes_fused(host_winograd)
+             and be.conv_algorithms()["winograd-fused"].fits(call, conv.get_memory_budget()))
     return "winograd-fused" if fused else "winograd"
 
 
@@ -192,10 +193,11 @@ def test_results_do_not_depend_on_the_chunking(winograd, monkeypatch, per_chunk,
     np.testing.assert_array_equal(db, grads[2])
 
 
-def test_fused_path_needs_its_workspace_within_the_budget(winograd):
+def test_fused_path_needs_its_workspace_within_the_budget(winograd, monkeypatch):
     be = backend.get("numpy")
     if be.winograd_fused is None:
         pytest.skip("no fused kernels: " + be.kernels())
+    monkeypatch.setattr(host_winograd, "fused_enabled", True)  # wherever they build
     rng = np.random.default_rng(4)
     N = be.winograd_fused.max_threads()
     x = rng.standard_normal((N, 8, 12, 12))
@@ -237,12 +239,13 @@ def test_fused_results_are_deterministic(winograd):
             np.testing.assert_array_equal(a, b_)
 
 
-def test_auto_judges_winograd_by_the_path_that_fits_the_budget():
+def test_auto_judges_winograd_by_the_path_that_fits_the_budget(monkeypatch):
     """16 channels pay only on the fused path: when its workspace does not fit the budget,
     'auto' takes im2col rather than chunked Winograd."""
     be = backend.get("numpy")
     if be.winograd_fused is None:
         pytest.skip("no fused kernels: " + be.kernels())
+    monkeypatch.setattr(host_winograd, "fused_enabled", True)  # wherever they build
     N = max(2, be.winograd_fused.max_threads())
     x = np.zeros((N, 16, 32, 32), np.float32)
     w = np.zeros((16, 16, 3, 3), np.float32)
@@ -256,3 +259,24 @@ def test_auto_judges_winograd_by_the_path_that_fits_the_budget():
         assert _algorithm(x, w, {"stride": 1, "pad": 1}) == "im2col"
     finally:
         conv.set_memory_budget(old)
+
+
+@pytest.mark.parametrize("pays", [True, False])
+def test_by_default_the_fused_path_runs_where_it_pays(monkeypatch, pays):
+    """fused_enabled None (the default) leaves the choice to `NumpyBackend.fused_pays`
+    (AVX-512 kernels): a call the fused path fits takes it where it pays, else the chunked
+    path, with the same values."""
+    be = backend.get("numpy")
+    if be.winograd_fused is None:
+        pytest.skip("no fused kernels: " + be.kernels())
+    assert host_winograd.fused_enabled is None
+    assert be.fused_pays == (be.winograd_fused.FUSED_KERNEL == "avx512")
+    monkeypatch.setattr(NumpyBackend, "fused_pays", pays)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((max(2, be.winograd_fused.max_threads()), 64, 8, 8))
+    w = rng.standard_normal((64, 64, 3, 3))
+    out, cache = conv_forward_fast(x, w, np.zeros(64), {"stride": 1, "pad": 1})
+    assert cache[-1] == ("winograd-fused" if pays else "winograd")
+    np.testing.assert_allclose(out, conv_forward_naive(x, w, np.zeros(64),
+                                                       {"stride": 1, "pad": 1})[0],
+                               rtol=1e-10, atol=1e-10)
