@@ -113,6 +113,8 @@ class NumpyBackend(Backend):
             fused = self._ext.FUSED_KERNEL
             fused = (f"fused convolutions with {fused} vectors" if fused != "scalar" else
                      "no fused convolutions (the compiler has no vector extensions)")
+            if fused.startswith("fused") and not self.fused_pays:
+                fused += ", left to the chunked paths here (they pay with AVX-512)"
             return f"Cython kernels ({', '.join(built)}; {fused})"
         if built:
             return (f"Cython kernels ({', '.join(built)}), pure-NumPy for the rest "

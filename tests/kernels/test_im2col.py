@@ -228,7 +228,10 @@ def test_numpy_backend_reports_active_kernels():
     assert backend.get("numpy").kernels() == (
         "Cython kernels (dualnet.kernels._im2col, dualnet.kernels._winograd, "
         "dualnet.kernels._norm, dualnet.kernels._regularize; "
-        + (f"fused convolutions with {fused} vectors)" if fused != "scalar" else
+        + (f"fused convolutions with {fused} vectors"
+           + ("" if fused == "avx512" else
+              ", left to the chunked paths here (they pay with AVX-512)") + ")"
+           if fused != "scalar" else
            "no fused convolutions (the compiler has no vector extensions))"))
 
 
