@@ -392,10 +392,20 @@ class _BatchNorm(Module):
         self._buffers["running_mean"] = _filled((C,), 0, dtype)
         self._buffers["running_var"] = _filled((C,), 0, dtype)
 
+    absorbs_relu = True
+
     def forward(self, x):
+        return self._forward(x, "_forward")
+
+    def forward_relu(self, x):
+        """max(forward(x), 0) in the normalization's own pass, for a `Sequential` whose next
+        child is a ReLU; `backward` then applies the ReLU's mask too (the cache says so)."""
+        return self._forward(x, "_relu_forward")
+
+    def _forward(self, x, suffix):
         bn_param = {"mode": "train" if self.training else "test", "eps": self.eps,
                     "momentum": self.momentum, **self._buffers}
-        forward = getattr(layers, f"{self.functional}_forward")
+        forward = getattr(layers.norm, f"{self.functional}{suffix}")
         out, self._cache = forward(x, self._params["weight"], self._params["bias"], bn_param)
         self._buffers["running_mean"] = bn_param["running_mean"]
         self._buffers["running_var"] = bn_param["running_var"]
@@ -511,6 +521,7 @@ class _Activation(Module):
 
 class ReLU(_Activation):
     functional = "relu"
+    is_relu = True
 
 
 class Sigmoid(_Activation):

@@ -31,6 +31,11 @@ class Module:
 
     #: Names of this module's own parameters that L2 regularization applies to.
     decayed: tuple[str, ...] = ()
+    #: A `Sequential` runs a module that `absorbs_relu` and a following module that
+    #: `is_relu` as one: `forward_relu(x)` (the ReLU in the module's own pass), the ReLU
+    #: module skipped both ways (the absorbing module's backward applies its mask).
+    absorbs_relu = False
+    is_relu = False
 
     def __init__(self):
         self._params: dict = {}
@@ -230,6 +235,7 @@ class Sequential(Module):
             criterion = CrossEntropyLoss()
         self.criterion = criterion
         self.reg = reg
+        self._absorbed = set()  # indices of ReLUs the last forward ran inside the child before
 
     def children(self):
         return list(self._children)
@@ -241,18 +247,35 @@ class Sequential(Module):
         return len(self._children)
 
     def forward(self, x):
-        debug = numerics.enabled()  # debug mode: each child's output is checked
-        if debug:
+        """The children in order. A child that `absorbs_relu` followed by a ReLU runs both in
+        one pass (`forward_relu`), except in debug mode, where each child's output is checked."""
+        children = self._children
+        self._absorbed = set()
+        if numerics.enabled():
             numerics.enter(type(self).__name__, x, "input x")
-        for name, module in self._children:
-            x = numerics.watched(name, module, "forward", x) if debug else module.forward(x)
+            for name, module in children:
+                x = numerics.watched(name, module, "forward", x)
+            return x
+        i = 0
+        while i < len(children):
+            module = children[i][1]
+            if module.absorbs_relu and i + 1 < len(children) and children[i + 1][1].is_relu:
+                x = module.forward_relu(x)
+                self._absorbed.add(i + 1)
+                i += 2
+            else:
+                x = module.forward(x)
+                i += 1
         return x
 
     def backward(self, dout):
         debug = numerics.enabled()
         if debug:
             numerics.enter(type(self).__name__, dout, "upstream gradient dout")
-        for name, module in reversed(self._children):
+        for i in reversed(range(len(self._children))):
+            if i in self._absorbed:  # the child before it masks dout in its own backward
+                continue
+            name, module = self._children[i]
             dout = (numerics.watched(name, module, "backward", dout) if debug
                     else module.backward(dout))
         return dout

@@ -93,6 +93,44 @@ def test_loss_regularizes_weights_only_and_checks_numerically():
                 or np.abs(grads[name] - numeric).max() < 1e-9), name
 
 
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_then_relu_run_as_one_with_the_values_of_each_module(training):
+    """A Sequential runs BatchNorm -> ReLU in one pass (`forward_relu`, the ReLU skipped both
+    ways): outputs, input gradient, parameter gradients and running statistics are those of
+    running every child on its own."""
+    import copy
+
+    rng = np.random.default_rng(0)
+    net = nn.Sequential(nn.ReLU(), nn.Conv2d(2, 4, 3, padding=1, **F64), nn.BatchNorm2d(4, **F64),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(64, 6, **F64), nn.BatchNorm1d(6, **F64),
+                        nn.ReLU(), nn.Linear(6, 5, **F64), nn.BatchNorm1d(5, **F64))
+    net.train(training)
+    state = net.state_dict()  # running statistics that test mode can use
+    for name in state:
+        if "running" in name:
+            state[name] = rng.random(state[name].shape) + (0.5 if name.endswith("var") else 0)
+    net.load_state_dict(state)
+    x, dout = rng.standard_normal((7, 2, 4, 4)), rng.standard_normal((7, 5))
+    separate = copy.deepcopy(net)
+
+    out = net.forward(x)
+    dx = net.backward(dout)
+    assert net._absorbed == {3, 7}
+
+    y = x
+    for _, module in separate.children():
+        y = module.forward(y)
+    g = dout
+    for _, module in reversed(separate.children()):
+        g = module.backward(g)
+    np.testing.assert_allclose(out, y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, g, rtol=1e-10, atol=1e-12)
+    for name, grad in separate.grads.items():
+        np.testing.assert_allclose(net.grads[name], grad, rtol=1e-10, atol=1e-12, err_msg=name)
+    for name, value in separate.state_dict().items():
+        np.testing.assert_allclose(net.state_dict()[name], value, rtol=1e-12, err_msg=name)
+
+
 def test_loss_without_labels_returns_scores_in_eval_mode():
     net = nn.Sequential(nn.Dropout(0.5), nn.Linear(4, 2, **F64))
     X = np.ones((3, 4))
