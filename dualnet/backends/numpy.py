@@ -8,6 +8,7 @@ picks among them (grouped calls: `Backend.conv_algorithm`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import os
@@ -33,7 +34,6 @@ class NumpyBackend(Backend):
                   for m in ("_im2col", "_winograd", "_norm", "_regularize")]
         (self._ext, self._wino, self._norm, self._regularize) = (m for m, _ in loaded)
         self._ext_reason = next((reason for _, reason in loaded if reason), "")
-        self._mt19937_blocks = None  # whether the dropout kernel may draw MT19937 by blocks
 
     @property
     def im2col_compiled(self) -> bool:
@@ -165,19 +165,18 @@ class NumpyBackend(Backend):
         if gen is None:
             return super().dropout(x, p, seed)
         out, mask = np.empty_like(x), np.empty_like(x)
-        blocks = type(gen) is np.random.MT19937 and self._mt19937_matches()
+        blocks = type(gen) is np.random.MT19937 and self._mt19937_matches
         with gen.lock:  # the global generator is shared with every other thread's draws
             self._regularize.dropout(x.reshape(-1), float(p), x.dtype.type(1 / p), gen, blocks,
                                       out.reshape(-1), mask.reshape(-1))
         return out, mask
 
+    @functools.cached_property
     def _mt19937_matches(self):
         """Whether the dropout kernel's MT19937 block path draws NumPy's numbers (checked
         once per process on a generator of its own; else every number comes through the
         generator's own `next_double`)."""
-        if self._mt19937_blocks is None:
-            self._mt19937_blocks = bool(self._regularize.mt19937_matches(np.random.MT19937(0)))
-        return self._mt19937_blocks
+        return bool(self._regularize.mt19937_matches(np.random.MT19937(0)))
 
     def l2_decay(self, dW, W, reg):
         if (self._regularize is None or dW.dtype != W.dtype or dW.shape != W.shape

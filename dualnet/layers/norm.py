@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from .. import _checks, backend
+from .activations import relu_backward
 
 
 def _standardize(xp, x, axes, eps):
@@ -113,7 +114,7 @@ def _batchnorm_backward_closed(dout, cache):
     keep = cache.get("relu")  # the output of a fused ReLU, whose positives pass dout
     if cache["mode"] == "test":  # statistics were constants
         if keep is not None:
-            dout = dout * (keep > 0)
+            dout = relu_backward(dout, keep)
         dgamma, dbeta, dxhat = _affine_grads(dout, cache)
         return dxhat / cache["std"], dgamma, dbeta
     return backend.of(dout).batchnorm_train_backward(dout, cache["x"], cache["mean"],

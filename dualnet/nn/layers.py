@@ -377,6 +377,7 @@ class _BatchNorm(Module):
 
     functional = ""
     backward_name = ""
+    absorbs_relu = True
 
     def __init__(self, num_features, eps=1e-5, momentum=0.9, dtype=np.float32):
         super().__init__()
@@ -391,8 +392,6 @@ class _BatchNorm(Module):
         self._params["bias"] = _filled((C,), 0, dtype)
         self._buffers["running_mean"] = _filled((C,), 0, dtype)
         self._buffers["running_var"] = _filled((C,), 0, dtype)
-
-    absorbs_relu = True
 
     def forward(self, x):
         return self._forward(x, "_forward")
