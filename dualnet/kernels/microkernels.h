@@ -20,7 +20,6 @@
 #define DUALNET_MICROKERNELS_H
 
 #include <stddef.h>
-#include <string.h>
 
 #define DN_GEMM_PARAMS(T) ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const T *A, ptrdiff_t lda, \
                           ptrdiff_t csa, const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc, int acc
@@ -48,26 +47,25 @@ static const char *dn_kernel = "scalar";
 
 #if defined(__GNUC__)
 #define DN_DEFINE_GEMM(NAME, T, VB, ATTR)                                                   \
-typedef T NAME##_vec __attribute__((vector_size(VB), aligned(sizeof(T))));                \
+typedef T NAME##_vec __attribute__((vector_size(VB), aligned(sizeof(T)), may_alias));    \
 ATTR static inline __attribute__((always_inline)) void                                   \
 NAME##_block(const int R, const int NV, ptrdiff_t k, const T *A, ptrdiff_t lda,           \
              ptrdiff_t csa, const T *B, ptrdiff_t ldb, T *C, ptrdiff_t ldc, int acc) {    \
+    /* Loads and stores through the vector type, not memcpy (see DN_LD). */               \
     const ptrdiff_t VL = VB / sizeof(T);                                                  \
     NAME##_vec c[6][2], b[2];                                                             \
     for (int r = 0; r < R; r++)                                                           \
-        for (int v = 0; v < NV; v++) {                                                    \
-            if (acc) memcpy(&c[r][v], C + r * ldc + v * VL, VB);                          \
-            else c[r][v] = (NAME##_vec){0};                                               \
-        }                                                                                 \
+        for (int v = 0; v < NV; v++)                                                      \
+            c[r][v] = acc ? *(const NAME##_vec *)(C + r * ldc + v * VL) : (NAME##_vec){0}; \
     for (ptrdiff_t p = 0; p < k; p++) {                                                   \
-        for (int v = 0; v < NV; v++) memcpy(&b[v], B + p * ldb + v * VL, VB);            \
+        for (int v = 0; v < NV; v++) b[v] = *(const NAME##_vec *)(B + p * ldb + v * VL);  \
         for (int r = 0; r < R; r++) {                                                     \
             const T a = A[r * lda + p * csa];                                             \
             for (int v = 0; v < NV; v++) c[r][v] += a * b[v];                             \
         }                                                                                 \
     }                                                                                     \
     for (int r = 0; r < R; r++)                                                           \
-        for (int v = 0; v < NV; v++) memcpy(C + r * ldc + v * VL, &c[r][v], VB);         \
+        for (int v = 0; v < NV; v++) *(NAME##_vec *)(C + r * ldc + v * VL) = c[r][v];     \
 }                                                                                         \
 ATTR static inline __attribute__((always_inline)) void                                   \
 NAME##_rows(const int R, ptrdiff_t n, ptrdiff_t k, const T *A, ptrdiff_t lda,             \
@@ -99,9 +97,13 @@ ATTR static void NAME(DN_GEMM_PARAMS(T)) {                                      
         case 1: NAME##_rows(1, n, k, A, lda, csa, B, ldb, C, ldc, acc); break;            \
     }                                                                                     \
 }
-/* Unaligned load and store of V, a vector type or the scalar type itself. */
-#define DN_LD(V, p) ({ V dn_v_; memcpy(&dn_v_, (p), sizeof(V)); dn_v_; })
-#define DN_ST(V, p, x) do { V dn_x_ = (x); memcpy((p), &dn_x_, sizeof(V)); } while (0)
+/* Load and store of V, a vector type (unaligned, see DN_DEFINE_GEMM) or the scalar type
+   itself, through a may_alias pointer. Not memcpy: GCC's generic tuning splits an unaligned
+   memcpy'd 32-byte vector into 16-byte halves stored to the stack and reloaded whole, a
+   store-forwarding stall on every load (the AVX2 transforms and GEMM ran 3-4x slower). */
+#define DN_LD(V, p) ({ typedef V dn_u_ __attribute__((may_alias)); *(const dn_u_ *)(p); })
+#define DN_ST(V, p, x) do { typedef V dn_u_ __attribute__((may_alias)); *(dn_u_ *)(p) = (x); } \
+                       while (0)
 
 /* One span of channels [c, c + lanes of V) of one tile. s: the tile's source, o: its
    destination; row: the distance between image rows, ks: between coefficients. */
