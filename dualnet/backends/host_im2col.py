@@ -23,10 +23,12 @@ Buffers come from `scratch`; chunks (`parts`) are sized to the memory budget.
 Fused (`Im2colFused`; the compiled module with vector GEMMs, a sample per
 thread at least): each thread takes whole samples, builds one sample's patches in its cache
 and multiplies them there with the small register-blocked GEMMs of `microkernels.h`, writing
-NCHW output directly. Measured (2-core EPYC, AVX-512) against the chunked path, fwd+bwd:
-0.5-0.6x the time for conv (a) and (b) of bench/ (patches of 0.1-0.7 MB per thread), 0.5x
-for a 5x5 32->64 layer (1 MB), 0.78x with 7 MB per thread, 1.6x with 15 MB: hence
-`FUSED_MAX_BYTES`.
+NCHW output directly. Measured against the chunked path, fwd+bwd, on 2 cores of an AVX-512
+EPYC (Zen 5): 0.5-0.6x the time for conv (a) and (b) of bench/ (patches of 0.1-0.7 MB per
+thread), 0.5x for a 5x5 32->64 layer (1 MB), 0.78x with 7 MB per thread, 1.6x with 15 MB:
+hence `FUSED_MAX_BYTES`. On an AVX2 EPYC (Zen 2/3): 0.52-0.95x on nine shapes up to 5 MB per
+thread (`FUSED_PAYS`); with the 16-byte baseline kernels it was not measured and is left to
+the chunked path.
 """
 
 from __future__ import annotations
@@ -67,9 +69,17 @@ def fixed_bytes(w_shape, stride, q, itemsize):
 #: The largest per-thread workspace (patches, their gradient, dout^T, dw^T) of the fused path.
 FUSED_MAX_BYTES = 8 * 2**20
 
-#: Whether the fused path may run: None (the default) where it pays
-#: (`NumpyBackend.fused_pays`: AVX-512 kernels); True wherever it applies (tests, experiments
-#: on other CPUs); False never (tests run the chunked path with compiled kernels).
+#: The fused kernels' instruction sets (`NumpyBackend.fused_kernel`) with which the fused
+#: path was measured faster than the chunked one, and so taken by default. AVX2 (2-core
+#: EPYC Zen 2/3, 512 KiB L2, float32, fwd+bwd): 0.52-0.95 of the chunked time on all nine
+#: shapes tried, workspaces 0.2-5 MB per thread (7x7 3->32 at 32x32 0.70, 5x5 64->64 at
+#: 16x16 0.52, 4x4 stride-2 64->128 and 128->256 0.84). Baseline 16-byte vectors: not
+#: measured, so left to the chunked path.
+FUSED_PAYS = ("avx512", "avx2")
+
+#: Whether the fused path may run: None (the default) where it pays (`Im2colFused.pays`);
+#: True wherever it applies (tests, experiments on other CPUs); False never (tests run the
+#: chunked path with compiled kernels).
 fused_enabled = None
 
 
@@ -194,6 +204,10 @@ class Im2colFused(conv.ConvAlgorithm):
         if fused_enabled is False or mod is None or call.N < mod.max_threads():
             return False
         return self._workspace(call, True) * call.itemsize <= FUSED_MAX_BYTES
+
+    def pays(self, call):
+        """Whether 'auto' takes this path where it applies: with the kernels of `FUSED_PAYS`."""
+        return self.be.fused_kernel in FUSED_PAYS
 
     def scratch_bytes(self, call):
         """All threads' workspaces (+ 64 bytes of arena alignment) and the per-call arrays."""

@@ -22,9 +22,11 @@ Two ways to run it:
   sample while it is in its cache, channels-last so that the transforms run on vectors of
   channels, with small register-blocked GEMMs instead of library calls
   (`kernels/winograd.pyx`, `kernels/microkernels.h`). The coefficients never go to main
-  memory: measured on conv (c) of bench/ (2-core EPYC, AVX-512), fwd+bwd 8.5-10 ms against
-  23-25 ms chunked. Unlike fused im2col it needs no cap on the workspace: with 12 and 23 MB per
-  thread (64 channels at 56x56, 32 at 112x112) it still took 0.5-0.6x the chunked time.
+  memory: measured on conv (c) of bench/ (2-core EPYC Zen 5, AVX-512), fwd+bwd 8.5-10 ms
+  against 23-25 ms chunked. With AVX-512 kernels it needs no cap on the workspace: with 12
+  and 23 MB per thread (64 channels at 56x56, 32 at 112x112) it still took 0.5-0.6x the
+  chunked time. With AVX2 kernels (Zen 2/3) it pays only while a thread's bytes per sample
+  stay near its L2 (`AVX2_FUSED_MAX_BYTES`, `WinogradFused.pays`).
 - chunked (`WinogradChunked`: `forward`, `backward`): each step over a whole batch chunk,
   with the library's batched GEMM; used by the NumPy fallback, for batches smaller than the
   thread count, and when the fused workspace would not fit the memory budget.
@@ -42,9 +44,19 @@ def sample_bytes(C, F, H, W, pad, itemsize):
     return 16 * th * tw * (2 * C + F) * itemsize
 
 
-#: Whether the fused path may run: None (the default) where it pays
-#: (`NumpyBackend.fused_pays`: AVX-512 kernels); True wherever it applies (tests, experiments
-#: on other CPUs); False never (tests run the chunked path with compiled transforms).
+#: With AVX2 kernels the fused path is taken by default only while the bytes each thread
+#: works through per sample, its workspace (sized for backward) and the transformed filters
+#: U (16*F*C) that every sample reads again, stay within this. Measured (2-core EPYC Zen 2/3,
+#: 512 KiB L2, float32, fwd+bwd, fused/chunked time): 0.51-0.84 for the eight shapes of
+#: 1.5-5.3 MiB (64-256 channels and filters at 8x8 to 32x32), 1.02-1.27 for the four of
+#: 6.6-9.6 MiB (256 -> 256 at 4x4 and 8x8, 128 -> 256 at 16x16, 128 -> 128 at 32x32).
+#: With AVX-512 kernels (Zen 5) the fused path was the faster without a cap (module
+#: docstring).
+AVX2_FUSED_MAX_BYTES = 6 * 2**20
+
+#: Whether the fused path may run: None (the default) where it pays (`WinogradFused.pays`);
+#: True wherever it applies (tests, experiments on other CPUs); False never (tests run the
+#: chunked path with compiled transforms).
 fused_enabled = None
 
 
@@ -161,6 +173,14 @@ class WinogradFused(conv.ConvAlgorithm):
         return (call.stride == 1 and (call.HH, call.WW) == (3, 3)
                 and fused_enabled is not False
                 and wino is not None and call.N >= wino.max_threads())
+
+    def pays(self, call):
+        """Whether 'auto' takes this path where it applies: with AVX-512 kernels, or AVX2 ones
+        within `AVX2_FUSED_MAX_BYTES`; the baseline 16-byte kernels were not
+        measured and leave it to the chunked path."""
+        kernel = self.be.fused_kernel
+        per_sample = (self._workspace(call, True) + 16 * call.F * call.C) * call.itemsize
+        return kernel == "avx512" or (kernel == "avx2" and per_sample <= AVX2_FUSED_MAX_BYTES)
 
     def scratch_bytes(self, call):
         """A workspace row per thread, sized for backward (the larger), the arena's alignment

@@ -70,37 +70,35 @@ class NumpyBackend(Backend):
                 host_im2col.Im2colPairs(self), conv.Depthwise(self), conv.Grouped(self)]
 
     @property
-    def fused_pays(self) -> bool:
-        """Whether the rule takes the fused convolutions (per sample in a thread's cache, the
-        compiled vector GEMMs) over the chunked ones (the library's GEMM): where they run
-        AVX-512 kernels. On an AVX2-only EPYC (Zen 2/3, 512 KiB L2; 2 cores, float32,
-        fwd+bwd) the chunked paths took 0.45-0.8 of the fused paths' time on all eight shapes
-        tried (3x3 Winograd 64 channels at 8x8 to 16x16, 32 channels at 16x16; 7x7 and 5x5
-        im2col at 16x16 to 32x32), workspaces inside L2 or not; on the AVX-512 EPYC (Zen 5)
-        the fused paths were the faster (see `winograd_pays`, `bench/conv_algorithms.py`)."""
-        return self._ext is not None and self._ext.FUSED_KERNEL == "avx512"
+    def fused_kernel(self) -> str:
+        """The instruction set the fused convolutions' kernels run here ('avx512', 'avx2',
+        'vector'; 'scalar' when none are built): each fused algorithm's `pays` rule reads it."""
+        return self._ext.FUSED_KERNEL if self._ext is not None else "scalar"
 
-    def _takes_fused(self, module):
-        """Whether the rule may take `module`'s fused path (its `fused_enabled`, by default
-        where the fused kernels pay)."""
-        return module.fused_enabled or (module.fused_enabled is None and self.fused_pays)
+    @staticmethod
+    def _takes_fused(module, algorithm, call, budget):
+        """Whether the rule takes `algorithm`, a fused path of `module`: it fits the call
+        within `budget`, and `module.fused_enabled` is True, or None (the default) with the
+        algorithm paying here (its `pays`)."""
+        enabled = module.fused_enabled
+        return algorithm.fits(call, budget) and (
+            enabled or (enabled is None and algorithm.pays(call)))
 
     def single_group_algorithm(self, call):
         """The numpy backend's rule for one group, in order: Winograd for 3x3 stride-1 calls
         where it pays (`host_winograd.winograd_pays`; always with `set_algorithm('winograd')`),
-        fused where the fused kernels pay (`fused_pays`) and their workspace fits the budget,
-        else chunked; then fused im2col likewise; then, under 'auto', vertical output pairs
-        for few-filter layers; else chunked im2col."""
+        fused where that path pays here (`WinogradFused.pays`) and its workspace fits the
+        budget, else chunked; then fused im2col likewise (`Im2colFused.pays`); then, under
+        'auto', vertical output pairs for few-filter layers; else chunked im2col."""
         setting, budget = conv.settings.algorithm, conv.settings.memory_budget
         algorithms = self.conv_algorithms()
         winograd = algorithms["winograd"]
         if setting != "im2col" and winograd.applies(call):
-            fused = (self._takes_fused(host_winograd)
-                     and algorithms["winograd-fused"].fits(call, budget))
+            fused = self._takes_fused(host_winograd, algorithms["winograd-fused"], call, budget)
             if setting == "winograd" or (self.winograd_compiled and host_winograd.winograd_pays(
                     call.C, call.N * call.Ho * call.Wo, fused)):
                 return algorithms["winograd-fused"] if fused else winograd
-        if self._takes_fused(host_im2col) and algorithms["im2col-fused"].fits(call, budget):
+        if self._takes_fused(host_im2col, algorithms["im2col-fused"], call, budget):
             return algorithms["im2col-fused"]
         if setting == "auto" and algorithms["im2col-pairs"].applies(call):
             return algorithms["im2col-pairs"]
@@ -113,8 +111,9 @@ class NumpyBackend(Backend):
             fused = self._ext.FUSED_KERNEL
             fused = (f"fused convolutions with {fused} vectors" if fused != "scalar" else
                      "no fused convolutions (the compiler has no vector extensions)")
-            if fused.startswith("fused") and not self.fused_pays:
-                fused += ", left to the chunked paths here (they pay with AVX-512)"
+            if fused.startswith("fused") and self.fused_kernel not in host_im2col.FUSED_PAYS:
+                fused += ", left to the chunked paths here (measured faster only with AVX2 or " \
+                         "AVX-512 kernels)"
             return f"Cython kernels ({', '.join(built)}; {fused})"
         if built:
             return (f"Cython kernels ({', '.join(built)}), pure-NumPy for the rest "

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from dualnet import backend
 from dualnet.backends import host_im2col
+from dualnet.backends.conv import ConvCall
 from dualnet.backends.numpy import NumpyBackend
 from dualnet.gradient_check import eval_numerical_gradient_array, rel_error
 from dualnet.layers import (
@@ -219,17 +220,28 @@ def test_fused_path_needs_a_sample_per_thread_and_a_cache_sized_workspace(fused,
 
 @pytest.mark.parametrize("pays", [True, False])
 def test_by_default_the_fused_path_runs_where_it_pays(monkeypatch, pays):
-    """fused_enabled None (the default) leaves the choice to `NumpyBackend.fused_pays`
-    (AVX-512 kernels): the ThreeLayerConvNet's 7x7 layer takes the fused path where it pays,
-    else the vertical pairs."""
+    """fused_enabled None (the default) leaves the choice to `Im2colFused.pays`: the
+    ThreeLayerConvNet's 7x7 layer takes the fused path where it pays, else the vertical
+    pairs."""
     be = backend.get("numpy")
     if be.im2col_fused is None:
         pytest.skip("no fused kernels: " + be.kernels())
     monkeypatch.setattr(host_im2col, "fused_enabled", None)
-    monkeypatch.setattr(NumpyBackend, "fused_pays", pays)
+    monkeypatch.setattr(host_im2col.Im2colFused, "pays", lambda self, call: pays)
     threads = be.im2col_fused.max_threads()
     assert _algorithm((threads, 3, 32, 32), (32, 3, 7, 7), 1, 3) == \
         ("im2col-fused" if pays else "im2col-pairs")
+
+
+@pytest.mark.parametrize("kernel, pays", [("avx512", True), ("avx2", True), ("vector", False),
+                                          ("scalar", False)])
+def test_the_fused_path_pays_with_the_measured_kernels(monkeypatch, kernel, pays):
+    """`Im2colFused.pays`: with AVX-512 and AVX2 kernels (measured faster), not with the
+    unmeasured baseline vectors."""
+    be = backend.get("numpy")
+    monkeypatch.setattr(NumpyBackend, "fused_kernel", kernel)
+    call = ConvCall.of(np.empty((8, 3, 32, 32)), np.empty((32, 3, 7, 7)), 1, 3, 32, 32)
+    assert be.conv_algorithms()["im2col-fused"].pays(call) is pays
 
 
 def test_fused_results_are_deterministic(fused):

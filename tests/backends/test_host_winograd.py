@@ -60,8 +60,8 @@ def _winograd_variant(be, x, F, pad=1):
     """The algorithm name a Winograd call on `be` with input `x` and F filters records, at the
     current memory budget."""
     call = ConvCall.of(x, np.zeros((F, x.shape[1], 3, 3)), 1, pad, 0, 0)
-    fused = (be._takes_fused(host_winograd)
-             and be.conv_algorithms()["winograd-fused"].fits(call, conv.get_memory_budget()))
+    fused = be._takes_fused(host_winograd, be.conv_algorithms()["winograd-fused"], call,
+                            conv.get_memory_budget())
     return "winograd-fused" if fused else "winograd"
 
 
@@ -263,15 +263,14 @@ def test_auto_judges_winograd_by_the_path_that_fits_the_budget(monkeypatch):
 
 @pytest.mark.parametrize("pays", [True, False])
 def test_by_default_the_fused_path_runs_where_it_pays(monkeypatch, pays):
-    """fused_enabled None (the default) leaves the choice to `NumpyBackend.fused_pays`
-    (AVX-512 kernels): a call the fused path fits takes it where it pays, else the chunked
-    path, with the same values."""
+    """fused_enabled None (the default) leaves the choice to `WinogradFused.pays`: a call
+    the fused path fits takes it where it pays, else the chunked path, with the same
+    values."""
     be = backend.get("numpy")
     if be.winograd_fused is None:
         pytest.skip("no fused kernels: " + be.kernels())
     assert host_winograd.fused_enabled is None
-    assert be.fused_pays == (be.winograd_fused.FUSED_KERNEL == "avx512")
-    monkeypatch.setattr(NumpyBackend, "fused_pays", pays)
+    monkeypatch.setattr(host_winograd.WinogradFused, "pays", lambda self, call: pays)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((max(2, be.winograd_fused.max_threads()), 64, 8, 8))
     w = rng.standard_normal((64, 64, 3, 3))
@@ -280,3 +279,22 @@ def test_by_default_the_fused_path_runs_where_it_pays(monkeypatch, pays):
     np.testing.assert_allclose(out, conv_forward_naive(x, w, np.zeros(64),
                                                        {"stride": 1, "pad": 1})[0],
                                rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kernel", ["avx512", "avx2", "vector"])
+def test_the_fused_path_pays_by_kernel_and_size(monkeypatch, kernel):
+    """`WinogradFused.pays`: always with AVX-512 kernels; with AVX2 ones while a thread's
+    workspace and the transformed filters stay within `AVX2_FUSED_MAX_BYTES` (64 -> 64
+    channels at 16x16 within it, 256 -> 256 at 8x8 beyond); never with baseline vectors."""
+    be = backend.get("numpy")
+    monkeypatch.setattr(NumpyBackend, "fused_kernel", kernel)
+    if be.winograd_fused is None:
+        pytest.skip("no fused kernels: " + be.kernels())
+    fused = be.conv_algorithms()["winograd-fused"]
+
+    def pays(C, F, size):
+        x, w = np.empty((64, C, size, size), np.float32), np.empty((F, C, 3, 3), np.float32)
+        return fused.pays(ConvCall.of(x, w, 1, 1, size, size))
+
+    assert (pays(64, 64, 16), pays(256, 256, 8)) == {
+        "avx512": (True, True), "avx2": (True, False), "vector": (False, False)}[kernel]
