@@ -20,15 +20,17 @@ im2col keeps its block copies.
 
 Buffers come from `scratch`; chunks (`parts`) are sized to the memory budget.
 
-Fused (`Im2colFused`; the compiled module with vector GEMMs, a sample per
-thread at least): each thread takes whole samples, builds one sample's patches in its cache
-and multiplies them there with the small register-blocked GEMMs of `microkernels.h`, writing
-NCHW output directly. Measured against the chunked path, fwd+bwd, on 2 cores of an AVX-512
-EPYC (Zen 5): 0.5-0.6x the time for conv (a) and (b) of bench/ (patches of 0.1-0.7 MB per
-thread), 0.5x for a 5x5 32->64 layer (1 MB), 0.78x with 7 MB per thread, 1.6x with 15 MB:
-hence `FUSED_MAX_BYTES`. On an AVX2 EPYC (Zen 2/3): 0.52-0.95x on nine shapes up to 5 MB per
-thread (`FUSED_PAYS`); with the 16-byte baseline kernels it was not measured and is left to
-the chunked path.
+Fused (`Im2colFused`; the compiled module with vector GEMMs): each thread takes whole
+samples, builds one sample's patches in its cache and multiplies them there with the small
+register-blocked GEMMs of `microkernels.h`, writing NCHW output directly. With fewer samples
+than threads the forward takes blocks of a sample's output rows instead (one image: 7x7
+3->32 at 32x32 in 0.09-0.12 ms on 2 cores against 0.17-0.19 ms on one).
+
+Measured against the chunked path, fwd+bwd, on 2 cores of an AVX-512 EPYC (Zen 5): 0.5-0.6x
+the time for conv (a) and (b) of bench/ (patches of 0.1-0.7 MB per thread), 0.5x for a 5x5
+32->64 layer (1 MB), 0.78x with 7 MB per thread, 1.6x with 15 MB: hence `FUSED_MAX_BYTES`.
+On an AVX2 EPYC (Zen 2/3): 0.52-0.95x on nine shapes up to 5 MB per thread (`FUSED_PAYS`);
+with the 16-byte baseline kernels it was not measured and is left to the chunked path.
 """
 
 from __future__ import annotations
@@ -198,10 +200,12 @@ class Im2colFused(conv.ConvAlgorithm):
                                                     call.Wo, backward)
 
     def applies(self, call):
-        """Compiled vector GEMMs, every thread busy (a sample each at least), and a thread's
-        workspace (sized for backward, the larger) within `FUSED_MAX_BYTES`."""
+        """Compiled vector GEMMs and a thread's workspace (sized for backward, the larger)
+        within `FUSED_MAX_BYTES`. With fewer samples than threads the forward splits each
+        sample into blocks of output rows (an app's one image still runs on every core) and
+        the backward is the chunked one's (`backward`)."""
         mod = self.be.im2col_fused
-        if fused_enabled is False or mod is None or call.N < mod.max_threads():
+        if fused_enabled is False or mod is None:
             return False
         return self._workspace(call, True) * call.itemsize <= FUSED_MAX_BYTES
 
@@ -225,6 +229,13 @@ class Im2colFused(conv.ConvAlgorithm):
         be, mod = self.be, self.be.im2col_fused
         x, w = ctx.x, ctx.w
         call = conv.ConvCall.of(x, w, ctx.stride, ctx.pad, *dout.shape[2:])
+        if call.N < mod.max_threads():
+            # The fused backward takes whole samples (its col2im would sum rows shared by
+            # two blocks), so here it would leave threads idle; the chunked GEMMs split
+            # large products instead. One sample, fused/chunked: 0.9x for 7x7 3->32 at
+            # 32x32, 1.2x for 5x5 64->64 at 16x16, 1.7x for 4x4 stride-2 64->128 at 32x32.
+            chunked = be.conv_algorithms()["im2col"]
+            return chunked.backward(dout, ctx._replace(parts=chunked.parts(call)), need_dx)
         ws, = scratch.arrays(be, x.dtype, (mod.max_threads(), self._workspace(call, True)))
         dx = be.xp.empty_like(x) if need_dx else None
         dw = mod.conv_backward_fused(dout, x, be.xp.ascontiguousarray(w), ctx.pad, ctx.stride,

@@ -114,9 +114,10 @@ def _check_geometry(size, window, pad, stride, what):
 # -- im2col / col2im -----------------------------------------------------------------------
 cdef void _im2col_plane(const floating *x, floating *cols, Py_ssize_t rs, Py_ssize_t H,
                         Py_ssize_t W, Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad,
-                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t Ho,
+                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t r0, Py_ssize_t r1,
                         Py_ssize_t Wo) noexcept nogil:
-    """One (H, W) plane -> its HH*WW rows of Ho*Wo columns, `rs` elements apart, padding zeros.
+    """Output rows [r0, r1) of one (H, W) plane -> its HH*WW rows of (r1 - r0)*Wo columns,
+    `rs` elements apart, padding zeros (r0 = 0, r1 = Ho: the whole plane).
 
     Stride 1 with "same" width (Wo == W): a window offset shifts the whole plane by a constant
     (di*W + dj), so each row of cols is one block copy, after which the few columns that
@@ -124,28 +125,34 @@ cdef void _im2col_plane(const floating *x, floating *cols, Py_ssize_t rs, Py_ssi
     one output row at a time.
     """
     cdef Py_ssize_t i, j, ho, wo, h, wo_lo, wo_hi, ho_lo, ho_hi, shift, k_lo, k_hi
+    cdef Py_ssize_t R = r1 - r0, base = r0 * Wo  # dst[k - base] holds output position k
     cdef const floating *src
     cdef floating *dst
     cdef bint block = sh == 1 and sw == 1 and Wo == W
     for i in range(HH):
-        _valid_range(i - pad, H, Ho, sh, &ho_lo, &ho_hi)
+        _valid_range(i - pad, H, r1, sh, &ho_lo, &ho_hi)
+        if ho_lo < r0:
+            ho_lo = r0
+        if ho_hi < ho_lo:
+            ho_hi = ho_lo
         for j in range(WW):
             _valid_range(j - pad, W, Wo, sw, &wo_lo, &wo_hi)
             dst = cols + (i * WW + j) * rs
             if ho_lo >= ho_hi or wo_lo >= wo_hi:
-                memset(dst, 0, Ho * Wo * sizeof(floating))
+                memset(dst, 0, R * Wo * sizeof(floating))
                 continue
-            if ho_lo > 0:
-                memset(dst, 0, ho_lo * Wo * sizeof(floating))
-            if ho_hi < Ho:
-                memset(dst + ho_hi * Wo, 0, (Ho - ho_hi) * Wo * sizeof(floating))
+            if ho_lo > r0:
+                memset(dst, 0, (ho_lo - r0) * Wo * sizeof(floating))
+            if ho_hi < r1:
+                memset(dst + ho_hi * Wo - base, 0, (r1 - ho_hi) * Wo * sizeof(floating))
             if block:
-                # dst[k] = x[k + shift] for k in rows [ho_lo, ho_hi), clipped to the plane
+                # dst[k - base] = x[k + shift] for k in rows [ho_lo, ho_hi), clipped to the
+                # plane
                 shift = (i - pad) * W + (j - pad)
                 k_lo = ho_lo * Wo + wo_lo
                 k_hi = (ho_hi - 1) * Wo + wo_hi
-                memcpy(dst + k_lo, x + k_lo + shift, (k_hi - k_lo) * sizeof(floating))
-                for ho in range(ho_lo, ho_hi):
+                memcpy(dst + k_lo - base, x + k_lo + shift, (k_hi - k_lo) * sizeof(floating))
+                for ho in range(ho_lo - r0, ho_hi - r0):
                     for wo in range(wo_lo):
                         dst[ho * Wo + wo] = 0
                     for wo in range(wo_hi, Wo):
@@ -156,15 +163,15 @@ cdef void _im2col_plane(const floating *x, floating *cols, Py_ssize_t rs, Py_ssi
                 # columns wo map to input w = wo*sw + j - pad
                 src = x + h * W + j - pad
                 if wo_lo > 0:
-                    memset(dst + ho * Wo, 0, wo_lo * sizeof(floating))
+                    memset(dst + ho * Wo - base, 0, wo_lo * sizeof(floating))
                 if sw == 1:
-                    memcpy(dst + ho * Wo + wo_lo, src + wo_lo,
+                    memcpy(dst + ho * Wo - base + wo_lo, src + wo_lo,
                            (wo_hi - wo_lo) * sizeof(floating))
                 else:
                     for wo in range(wo_lo, wo_hi):
-                        dst[ho * Wo + wo] = src[wo * sw]
+                        dst[ho * Wo - base + wo] = src[wo * sw]
                 if wo_hi < Wo:
-                    memset(dst + ho * Wo + wo_hi, 0, (Wo - wo_hi) * sizeof(floating))
+                    memset(dst + ho * Wo - base + wo_hi, 0, (Wo - wo_hi) * sizeof(floating))
 
 
 cdef void _col2im_plane(const floating *cols, floating *dx, Py_ssize_t rs, Py_ssize_t H,
@@ -207,7 +214,7 @@ def _im2col_fused(const floating[:, :, :, ::1] x, floating[:, :, :] cols,
         n = plane // C
         c = plane % C
         _im2col_plane(&x[n, c, 0, 0], &cols[n, c * HH * WW, 0], rs, H, W, HH, WW, pad,
-                      sh, sw, Ho, Wo)
+                      sh, sw, 0, Ho, Wo)
 
 
 def _col2im_fused(const floating[:, :, :] cols, floating[:, :, :, ::1] dx,
@@ -324,20 +331,28 @@ def _conv_forward_fused(const floating[:, :, :, ::1] x, const floating[:, ::1] w
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t F = w2.shape[0], K = w2.shape[1], P = Ho * Wo, RS = _cols_stride(P)
     cdef int nthreads = ws.shape[0]
+    # With fewer samples than threads each sample splits into blocks of output rows, so that
+    # one image (an app's latency) still runs on every core.
+    cdef Py_ssize_t blocks = 1 if N >= nthreads else (nthreads + N - 1) // N
+    cdef Py_ssize_t rows = (Ho + blocks - 1) // blocks
     cdef floating *cols = NULL
     cdef floating *out = NULL
-    cdef Py_ssize_t n, c, f, p
+    cdef Py_ssize_t item, n, r0, r1, c, f, p
+    blocks = (Ho + rows - 1) // rows
     with nogil, parallel(num_threads=nthreads):
         cols = &ws[threadid(), 0]
-        for n in prange(N, schedule="static"):
+        for item in prange(N * blocks, schedule="static"):
+            n = item // blocks
+            r0 = item % blocks * rows
+            r1 = r0 + rows if r0 + rows < Ho else Ho
             for c in range(C):
                 _im2col_plane(&x[n, c, 0, 0], cols + c * HH * WW * RS, RS, H, W, HH, WW, pad,
-                              stride, stride, Ho, Wo)
+                              stride, stride, r0, r1, Wo)
             for f in range(F):
-                out = &y[n, f, 0]
-                for p in range(P):
+                out = &y[n, f, r0 * Wo]
+                for p in range((r1 - r0) * Wo):
                     out[p] = bias[f]
-            dn_gemm(F, P, K, &w2[0, 0], K, 1, cols, RS, &y[n, 0, 0], P, 1)
+            dn_gemm(F, (r1 - r0) * Wo, K, &w2[0, 0], K, 1, cols, RS, &y[n, 0, r0 * Wo], P, 1)
 
 
 def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, ::1] x,
@@ -364,7 +379,7 @@ def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, :
         for n in prange(N, schedule="static"):
             for c in range(C):
                 _im2col_plane(&x[n, c, 0, 0], cols + c * HH * WW * RS, RS, H, W, HH, WW, pad,
-                              stride, stride, Ho, Wo)
+                              stride, stride, 0, Ho, Wo)
             for f in range(F):  # read dout in memory order; the scattered writes stay in cache
                 g = &dy[n, f, 0]
                 for p in range(P):

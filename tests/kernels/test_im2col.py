@@ -368,6 +368,30 @@ def test_fused_convolution_equals_the_naive_layer_on_every_kernel(kernel, dtype)
     np.testing.assert_allclose(dw, ref_dw, rtol=tol, atol=tol * 10)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@settings(max_examples=60, deadline=None)
+@given(geom=windows(), F=st.integers(1, 9), threads=st.integers(1, 5), seed=st.integers(0, 99))
+def test_fused_forward_on_more_threads_than_samples_equals_the_naive_layer(dtype, geom, F,
+                                                                          threads, seed):
+    """With fewer samples than workspace rows (threads) the fused forward splits each sample
+    into blocks of output rows, the last one shorter where Ho does not divide: padding rows
+    inside and across blocks, same-width block copies and strided rows alike."""
+    if cy.FUSED_KERNEL == "scalar":
+        pytest.skip("this build has no fused kernels")
+    x_shape, HH, WW, pad, stride = geom
+    x = _random(x_shape, dtype, seed)
+    w = _random((F, x_shape[1], HH, WW), dtype, seed + 1)
+    b = _random(F, dtype, seed + 2)
+    ref, _ = layers.conv_forward_naive(x, w, b, {"stride": stride, "pad": pad})
+    Ho, Wo = ref.shape[2:]
+    ws = np.full((threads, cy.fused_workspace(x_shape[1], F, HH, WW, Ho, Wo, False)), np.nan,
+                 dtype)
+    y = np.full(ref.shape, np.nan, dtype)
+    cy.conv_forward_fused(x, w, b, pad, stride, y, ws)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(y, ref, rtol=tol, atol=tol)
+
+
 # -- depthwise convolution ------------------------------------------------------------------
 @st.composite
 def depthwise_geometry(draw):
