@@ -338,7 +338,7 @@ def _conv_forward_fused(const floating[:, :, :, ::1] x, const floating[:, ::1] w
     cdef floating *cols = NULL
     cdef floating *out = NULL
     cdef Py_ssize_t item, n, r0, r1, c, f, p
-    blocks = (Ho + rows - 1) // rows
+    blocks = (Ho + rows - 1) // rows  # rows rounded up: fewer blocks may cover Ho
     with nogil, parallel(num_threads=nthreads):
         cols = &ws[threadid(), 0]
         for item in prange(N * blocks, schedule="static"):
