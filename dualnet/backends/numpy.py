@@ -108,12 +108,14 @@ class NumpyBackend(Backend):
         built = [f"dualnet.kernels.{m.__name__.rsplit('.', 1)[1]}"
                  for m in (self._ext, self._wino, self._norm, self._regularize) if m is not None]
         if len(built) == 4:
-            fused = self._ext.FUSED_KERNEL
-            fused = (f"fused convolutions with {fused} vectors" if fused != "scalar" else
-                     "no fused convolutions (the compiler has no vector extensions)")
-            if fused.startswith("fused") and self.fused_kernel not in host_im2col.FUSED_PAYS:
-                fused += ", left to the chunked paths here (measured faster only with AVX2 or " \
-                         "AVX-512 kernels)"
+            kernel = self.fused_kernel
+            if kernel == "scalar":
+                fused = "no fused convolutions (the compiler has no vector extensions)"
+            else:
+                fused = f"fused convolutions with {kernel} vectors"
+                if kernel not in host_im2col.FUSED_PAYS:
+                    fused += (", left to the chunked paths here (measured faster only with "
+                              "AVX2 or AVX-512 kernels)")
             return f"Cython kernels ({', '.join(built)}; {fused})"
         if built:
             return (f"Cython kernels ({', '.join(built)}), pure-NumPy for the rest "
