@@ -207,9 +207,7 @@ class Backend:
         """dx (N, C, H, W) or None (need_dx=False), dw (F, C, HH, WW), db (F,) for dout
         (N, F, Ho, Wo) and the context `conv2d` returned."""
         dout = self.xp.ascontiguousarray(dout)
-        db = dout.sum(axis=(0, 2, 3))
-        dx, dw = self.conv_algorithms()[ctx.algorithm].backward(dout, ctx, need_dx)
-        return dx, dw, db
+        return self.conv_algorithms()[ctx.algorithm].gradients(dout, ctx, need_dx)
 
     def kernels(self) -> str:
         """One line saying which kernel implementation is active (for `doctor`)."""

@@ -130,7 +130,8 @@ class ConvAlgorithm:
 
     The face every algorithm shows: `applies(call)` (can it compute this call at all),
     `scratch_bytes(call)` (the least scratch memory it needs for the call), `forward` and
-    `backward`. Chunked algorithms (`chunked = True`) work through the batch in chunks sized
+    `backward`, and `gradients` (backward's and the bias gradient, which the backend asks
+    for). Chunked algorithms (`chunked = True`) work through the batch in chunks sized
     by `chunk_bytes` and the budget, so they run within any budget (one sample is their
     smallest chunk); the others need their whole `scratch_bytes` within it (`fits`).
     """
@@ -174,6 +175,12 @@ class ConvAlgorithm:
     def backward(self, dout, ctx: ConvContext, need_dx: bool):
         """dout (N, F, Ho, Wo) C-contiguous -> (dx (N, C, H, W) or None, dw (F, C, HH, WW))."""
         raise NotImplementedError
+
+    def gradients(self, dout, ctx: ConvContext, need_dx: bool):
+        """`backward`'s dx and dw, and db (F,): dout summed over N, Ho and Wo. An algorithm
+        that reads every dout element anyway overrides this to sum db on the way."""
+        dx, dw = self.backward(dout, ctx, need_dx)
+        return dx, dw, dout.sum(axis=(0, 2, 3))
 
     def __repr__(self):
         return f"<{self.name} convolution on {self.be.name}>"

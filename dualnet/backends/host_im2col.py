@@ -226,6 +226,11 @@ class Im2colFused(conv.ConvAlgorithm):
                                       out, ws), None
 
     def backward(self, dout, ctx, need_dx):
+        dx, dw, _ = self.gradients(dout, ctx, need_dx)
+        return dx, dw
+
+    def gradients(self, dout, ctx, need_dx):
+        """dx, dw and db, the fused kernel summing db as it transposes dout."""
         be, mod = self.be, self.be.im2col_fused
         x, w = ctx.x, ctx.w
         call = conv.ConvCall.of(x, w, ctx.stride, ctx.pad, *dout.shape[2:])
@@ -235,9 +240,9 @@ class Im2colFused(conv.ConvAlgorithm):
             # large products instead. One sample, fused/chunked: 0.9x for 7x7 3->32 at
             # 32x32, 1.2x for 5x5 64->64 at 16x16, 1.7x for 4x4 stride-2 64->128 at 32x32.
             chunked = be.conv_algorithms()["im2col"]
-            return chunked.backward(dout, ctx._replace(parts=chunked.parts(call)), need_dx)
+            return chunked.gradients(dout, ctx._replace(parts=chunked.parts(call)), need_dx)
         ws, = scratch.arrays(be, x.dtype, (mod.max_threads(), self._workspace(call, True)))
         dx = be.xp.empty_like(x) if need_dx else None
-        dw = mod.conv_backward_fused(dout, x, be.xp.ascontiguousarray(w), ctx.pad, ctx.stride,
-                                     dx, ws)
-        return dx, dw
+        dw, db = mod.conv_backward_fused(dout, x, be.xp.ascontiguousarray(w), ctx.pad,
+                                         ctx.stride, dx, ws)
+        return dx, dw, db

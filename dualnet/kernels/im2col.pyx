@@ -314,6 +314,7 @@ def col2im(cols, x_shape, HH, WW, pad, stride, out=None):
 # Per sample, in the thread's workspace row (K = C*HH*WW, P = Ho*Wo):
 #   forward   cols (K, P) = im2col(x[n]);  y[n] (F, P) = bias + w (F, K) @ cols
 #   backward  cols again;  dyt (P, F) = dout[n]^T;  dWt (K, F) += cols @ dyt   (per thread)
+#             db (F,) += dout[n] summed per filter while it is transposed        (per thread)
 #             dcols (K, P) = w^T @ dout[n] (into cols);  dx[n] = col2im(dcols)
 # The output is NCHW as the GEMM writes it, and nothing but x, dout and the results crosses
 # main memory. cols' rows lie `_cols_stride(P)` elements apart, not P: the GEMMs walk down its
@@ -322,6 +323,32 @@ def col2im(cols, x_shape, HH, WW, pad, stride, out=None):
 # 6.0 ms at P + 16, 2-core AVX2 EPYC).
 cdef inline Py_ssize_t _cols_stride(Py_ssize_t P) noexcept nogil:
     return P + 16
+
+
+cdef extern from *:
+    """
+    /* sum of x[0 .. n) in vector lanes (another order than NumPy's pairwise sum: the same
+       to rounding): one plane of dout, the bias gradient's share of one sample and filter. */
+    #define DN_SUM(T, SUFFIX)                                                                \
+    static inline T dn_sum_##SUFFIX(const T *x, Py_ssize_t n) {                              \
+        T s = 0;                                                                            \
+        _Pragma("omp simd reduction(+:s)")                                                  \
+        for (Py_ssize_t i = 0; i < n; i++)                                                  \
+            s += x[i];                                                                      \
+        return s;                                                                           \
+    }
+    DN_SUM(float, f)
+    DN_SUM(double, d)
+    """
+    float dn_sum_f(const float *x, Py_ssize_t n) noexcept nogil
+    double dn_sum_d(const double *x, Py_ssize_t n) noexcept nogil
+
+
+cdef inline floating dn_sum(const floating *x, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return dn_sum_f(x, n)
+    else:
+        return dn_sum_d(x, n)
 
 
 def _conv_forward_fused(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
@@ -365,17 +392,20 @@ def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, :
     cdef floating *dWt = NULL
     cdef floating *cols = NULL
     cdef floating *dyt = NULL
+    cdef floating *db = NULL
     cdef const floating *g = NULL
     cdef Py_ssize_t n, c, f, p
     cdef int t
-    # every row's share of dw starts at zero, rows of threads that never start included (the
-    # OpenMP runtime may give fewer threads than asked; without OpenMP there is one)
+    # every row's shares of dw and db start at zero, rows of threads that never start
+    # included (the OpenMP runtime may give fewer threads than asked; without OpenMP, one)
     for t in range(nthreads):
         memset(&ws[t, 0], 0, K * F * sizeof(floating))
+        memset(&ws[t, K * F + K * RS + P * F], 0, F * sizeof(floating))
     with nogil, parallel(num_threads=nthreads):
         dWt = &ws[threadid(), 0]  # (K, F): this thread's share of the filter gradient
         cols = dWt + K * F
         dyt = cols + K * RS
+        db = dyt + P * F          # (F,): its share of the bias gradient
         for n in prange(N, schedule="static"):
             for c in range(C):
                 _im2col_plane(&x[n, c, 0, 0], cols + c * HH * WW * RS, RS, H, W, HH, WW, pad,
@@ -384,6 +414,7 @@ def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, :
                 g = &dy[n, f, 0]
                 for p in range(P):
                     dyt[p * F + f] = g[p]
+                db[f] += dn_sum(g, P)  # from L1: the plane was just read
             dn_gemm(K, F, P, cols, RS, 1, dyt, F, dWt, F, 1)
             if need_dx:
                 dn_gemm(K, P, F, &w2[0, 0], 1, K, &dy[n, 0, 0], P, cols, RS, 0)
@@ -401,7 +432,7 @@ def fused_workspace(C, F, HH, WW, Ho, Wo, backward):
     """Elements of one thread's workspace for `conv_forward_fused` (backward=False) or
     `conv_backward_fused`, rounded up to whole 128-byte lines of float64."""
     K, P = C * HH * WW, Ho * Wo
-    size = K * F + K * _cols_stride(P) + P * F if backward else K * _cols_stride(P)
+    size = K * F + K * _cols_stride(P) + P * F + F if backward else K * _cols_stride(P)
     return (size + 15) // 16 * 16
 
 
@@ -447,9 +478,9 @@ def conv_forward_fused(x, w, bias, pad, stride, y, ws):
 
 def conv_backward_fused(dout, x, w, pad, stride, dx, ws):
     """Gradients of `conv_forward_fused`: dout (N, F, Ho, Wo) -> dx (N, C, H, W) filled in place
-    (or None: skipped), and returns dw (F, C, HH, WW). ws: (threads, >= fused_workspace(...,
-    backward=True)); each thread sums its samples' share of dw in its row, and the rows are
-    added in order at the end."""
+    (or None: skipped); returns dw (F, C, HH, WW) and db (F,), dout summed over N, Ho and
+    Wo. ws: (threads, >= fused_workspace(..., backward=True)); each thread sums its samples'
+    shares of dw and db in its row, and the rows are added in order at the end."""
     Ho, Wo = _check_fused(x, w, pad, stride, ws, True)
     _check("dout", dout, 4)
     F, C, HH, WW = w.shape
@@ -465,7 +496,9 @@ def conv_backward_fused(dout, x, w, pad, stride, dx, ws):
                          skipped if dx is None else dx, ws, HH, WW, pad, stride, Ho, Wo,
                          dx is not None)
     K = C * HH * WW
-    return np.ascontiguousarray(ws[:, :K * F].sum(axis=0).reshape(K, F).T).reshape(w.shape)
+    at = K * F + K * _cols_stride(Ho * Wo) + Ho * Wo * F  # each row's db share
+    dw = np.ascontiguousarray(ws[:, :K * F].sum(axis=0).reshape(K, F).T).reshape(w.shape)
+    return dw, ws[:, at:at + F].sum(axis=0)
 
 
 def _rows_to_nchw_fused(const floating[:, ::1] rows, const floating[::1] bias,

@@ -358,14 +358,15 @@ def test_fused_convolution_equals_the_naive_layer_on_every_kernel(kernel, dtype)
         cy.conv_forward_fused(x, w, b, 2, 2, y, ws)
         dout = rng.standard_normal(ref.shape).astype(dtype)
         dx = np.full_like(x, np.nan)
-        dw = cy.conv_backward_fused(dout, x, w, 2, 2, dx, ws)
+        dw, db = cy.conv_backward_fused(dout, x, w, 2, 2, dx, ws)
     finally:
         assert cy.use_gemm_kernel(cy.FUSED_KERNEL)
     tol = 1e-12 if dtype == np.float64 else 2e-5
-    ref_dx, ref_dw, _ = layers.conv_backward_naive(dout, ref_cache)
+    ref_dx, ref_dw, ref_db = layers.conv_backward_naive(dout, ref_cache)
     np.testing.assert_allclose(y, ref, rtol=tol, atol=tol)
     np.testing.assert_allclose(dx, ref_dx, rtol=tol, atol=tol * 10)
     np.testing.assert_allclose(dw, ref_dw, rtol=tol, atol=tol * 10)
+    np.testing.assert_allclose(db, ref_db, rtol=tol, atol=tol * 10)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -259,8 +259,9 @@ dM = reference.winograd_output_grad(np, dout)
 np.testing.assert_allclose(dU, dM @ reference.winograd_input(np, x, 1).transpose(0, 2, 1),
                            rtol=1e-12, atol=1e-12)
 ws = np.full((3, _im2col.fused_workspace(4, 5, 3, 3, 6, 6, True)), np.nan)
-dw = _im2col.conv_backward_fused(dout, x, w, 1, 1, None, ws)
+dw, db = _im2col.conv_backward_fused(dout, x, w, 1, 1, None, ws)
 np.testing.assert_allclose(dw, reference.winograd_filter_grad(np, dU), rtol=1e-12, atol=1e-12)
+np.testing.assert_allclose(db, dout.sum(axis=(0, 2, 3)), rtol=1e-12, atol=1e-12)
 print("ok")
 """
 
