@@ -203,6 +203,24 @@ class Backend:
         out, parts = algorithm.forward(x, w, b, call)
         return out, conv.ConvContext(x, w, stride, pad, parts, groups, algorithm.name)
 
+    def conv2d_maxpool(self, x, w, b, stride, pad, Ho, Wo, pool, relu, groups=1):
+        """`conv2d` followed by `maxpool_forward` over `pool` = (ph, pw, stride) windows of
+        its output and, with `relu`, max(., 0): out (N, F, Hp, Wp), argmax (as
+        `maxpool_forward` gives it) and the ctx `conv2d` returns. An algorithm that pools
+        its output while it is in cache (`pools`) does so, and the convolution's output is
+        never written out."""
+        call = conv.ConvCall.of(x, w, stride, pad, Ho, Wo, groups)
+        algorithm = self.conv_algorithm(call)
+        if algorithm.pools(call, pool):
+            out, argmax = algorithm.forward_maxpool(x, w, b, call, relu)
+            parts = None
+        else:
+            a, parts = algorithm.forward(x, w, b, call)
+            out, argmax = self.maxpool_forward(a, *pool)
+            if relu:
+                self.xp.maximum(out, 0, out=out)
+        return out, argmax, conv.ConvContext(x, w, stride, pad, parts, groups, algorithm.name)
+
     def conv2d_backward(self, dout, ctx: conv.ConvContext, need_dx=True):
         """dx (N, C, H, W) or None (need_dx=False), dw (F, C, HH, WW), db (F,) for dout
         (N, F, Ho, Wo) and the context `conv2d` returned."""

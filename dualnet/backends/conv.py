@@ -130,10 +130,11 @@ class ConvAlgorithm:
 
     The face every algorithm shows: `applies(call)` (can it compute this call at all),
     `scratch_bytes(call)` (the least scratch memory it needs for the call), `forward` and
-    `backward`, and `gradients` (backward's and the bias gradient, which the backend asks
-    for). Chunked algorithms (`chunked = True`) work through the batch in chunks sized
-    by `chunk_bytes` and the budget, so they run within any budget (one sample is their
-    smallest chunk); the others need their whole `scratch_bytes` within it (`fits`).
+    `backward`, `gradients` (backward's and the bias gradient, which the backend asks for),
+    and `pools`/`forward_maxpool` where it can also max-pool its output in cache. Chunked
+    algorithms (`chunked = True`) work through the batch in chunks sized by `chunk_bytes`
+    and the budget, so they run within any budget (one sample is their smallest chunk); the
+    others need their whole `scratch_bytes` within it (`fits`).
     """
 
     name = "abstract"
@@ -174,6 +175,16 @@ class ConvAlgorithm:
 
     def backward(self, dout, ctx: ConvContext, need_dx: bool):
         """dout (N, F, Ho, Wo) C-contiguous -> (dx (N, C, H, W) or None, dw (F, C, HH, WW))."""
+        raise NotImplementedError
+
+    def pools(self, call: ConvCall, pool) -> bool:
+        """Whether `forward_maxpool` computes this call followed by a max pool over
+        `pool` = (ph, pw, stride) windows."""
+        return False
+
+    def forward_maxpool(self, x, w, b, call: ConvCall, relu: bool):
+        """Where `pools`: (out, argmax) of the max pool (then max(., 0) with `relu`) over
+        the convolution's output, without writing that output (`Backend.conv2d_maxpool`)."""
         raise NotImplementedError
 
     def gradients(self, dout, ctx: ConvContext, need_dx: bool):

@@ -225,6 +225,21 @@ class Im2colFused(conv.ConvAlgorithm):
         return mod.conv_forward_fused(x, be.xp.ascontiguousarray(w), b, call.pad, call.stride,
                                       out, ws), None
 
+    def pools(self, call, pool):
+        """2x2 stride-2 windows tiling an even output (ThreeLayerConvNet's conv-ReLU-pool):
+        the pool reads each block of output rows from the thread's workspace."""
+        return tuple(pool) == (2, 2, 2) and call.Ho % 2 == 0 and call.Wo % 2 == 0
+
+    def forward_maxpool(self, x, w, b, call, relu):
+        be, mod = self.be, self.be.im2col_fused
+        ws, = scratch.arrays(be, x.dtype, (mod.max_threads(),
+                                           mod.fused_workspace(call.C, call.F, call.HH, call.WW,
+                                                               call.Ho, call.Wo, False, True)))
+        shape = (call.N, call.F, call.Ho // 2, call.Wo // 2)
+        out, argmax = be.xp.empty(shape, dtype=x.dtype), be.xp.empty(shape, dtype=be.xp.int64)
+        return mod.conv_maxpool_forward_fused(x, be.xp.ascontiguousarray(w), b, call.pad,
+                                              call.stride, out, argmax, ws, relu)
+
     def backward(self, dout, ctx, need_dx):
         dx, dw, _ = self.gradients(dout, ctx, need_dx)
         return dx, dw

@@ -423,20 +423,78 @@ def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, :
                                   pad, stride, stride, Ho, Wo)
 
 
+cdef inline Py_ssize_t _pool_block_rows(Py_ssize_t N, Py_ssize_t Ho,
+                                         int nthreads) noexcept nogil:
+    """Output rows per work item of the fused convolution + 2x2 pool: the whole sample, or
+    with fewer samples than threads an even share of its rows (whole pooling windows)."""
+    cdef Py_ssize_t blocks = 1 if N >= nthreads else (nthreads + N - 1) // N
+    return ((Ho + blocks - 1) // blocks + 1) // 2 * 2
+
+
+def _conv_maxpool_forward_fused(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
+                                const floating[::1] bias, floating[:, :, ::1] out,
+                                int64_t[:, :, ::1] argmax, floating[:, ::1] ws,
+                                Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad,
+                                Py_ssize_t stride, Py_ssize_t Ho, Py_ssize_t Wo, bint relu):
+    """`_conv_forward_fused` whose GEMM writes each block of output rows into the thread's
+    workspace, where the 2x2 stride-2 max pool (then max(., 0) with `relu`) reads it from
+    cache: the convolution's output never reaches main memory."""
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t F = w2.shape[0], K = w2.shape[1], P = Ho * Wo, RS = _cols_stride(P)
+    cdef Py_ssize_t Wp = Wo // 2
+    cdef int nthreads = ws.shape[0]
+    cdef Py_ssize_t rows = _pool_block_rows(N, Ho, nthreads)
+    cdef Py_ssize_t blocks = (Ho + rows - 1) // rows
+    cdef Py_ssize_t BS = rows * Wo  # elements per filter in the thread's output block
+    cdef floating *cols = NULL
+    cdef floating *conv = NULL
+    cdef floating *o = NULL
+    cdef floating v
+    cdef Py_ssize_t item, n, r0, r1, c, f, p, q0, q
+    with nogil, parallel(num_threads=nthreads):
+        cols = &ws[threadid(), 0]
+        conv = cols + K * RS  # (F, BS): this block of the convolution's output
+        for item in prange(N * blocks, schedule="static"):
+            n = item // blocks
+            r0 = item % blocks * rows
+            r1 = r0 + rows if r0 + rows < Ho else Ho
+            for c in range(C):
+                _im2col_plane(&x[n, c, 0, 0], cols + c * HH * WW * RS, RS, H, W, HH, WW, pad,
+                              stride, stride, r0, r1, Wo)
+            for f in range(F):
+                for p in range((r1 - r0) * Wo):
+                    conv[f * BS + p] = bias[f]
+            dn_gemm(F, (r1 - r0) * Wo, K, &w2[0, 0], K, 1, cols, RS, conv, BS, 1)
+            q0 = r0 // 2 * Wp
+            q = (r1 - r0) // 2 * Wp
+            for f in range(F):
+                _maxpool_2x2s2_plane(conv + f * BS, &out[n, f, q0], &argmax[n, f, q0], Wo,
+                                     (r1 - r0) // 2, Wp, r0 * Wo)
+                if relu:  # np.maximum(v, 0): NaN and -0.0 kept
+                    o = &out[n, f, q0]
+                    for p in range(q):
+                        v = o[p]
+                        o[p] = v if (v >= 0 or v != v) else 0
+
+
 def max_threads():
     """The threads the fused kernels run on (OpenMP's count; 1 when built without it)."""
     return dn_max_threads()
 
 
-def fused_workspace(C, F, HH, WW, Ho, Wo, backward):
-    """Elements of one thread's workspace for `conv_forward_fused` (backward=False) or
-    `conv_backward_fused`, rounded up to whole 128-byte lines of float64."""
+def fused_workspace(C, F, HH, WW, Ho, Wo, backward, pool=False):
+    """Elements of one thread's workspace for `conv_forward_fused` (backward=False),
+    `conv_maxpool_forward_fused` (pool=True) or `conv_backward_fused`, rounded up to whole
+    128-byte lines of float64. The backward's is the largest."""
     K, P = C * HH * WW, Ho * Wo
-    size = K * F + K * _cols_stride(P) + P * F + F if backward else K * _cols_stride(P)
+    if backward:
+        size = K * F + K * _cols_stride(P) + P * F + F
+    else:
+        size = K * _cols_stride(P) + (F * P if pool else 0)
     return (size + 15) // 16 * 16
 
 
-def _check_fused(x, w, pad, stride, ws, backward):
+def _check_fused(x, w, pad, stride, ws, backward, pool=False):
     """(Ho, Wo) of a valid fused call; real exceptions, the kernels read raw memory."""
     _check("x", x, 4)
     _check("w", w, 4)
@@ -453,7 +511,7 @@ def _check_fused(x, w, pad, stride, ws, backward):
     _check_geometry(H, HH, pad, stride, "height")
     _check_geometry(W, WW, pad, stride, "width")
     Ho, Wo = (H + 2 * pad - HH) // stride + 1, (W + 2 * pad - WW) // stride + 1
-    need = fused_workspace(C, F, HH, WW, Ho, Wo, backward)
+    need = fused_workspace(C, F, HH, WW, Ho, Wo, backward, pool)
     if ws.shape[0] < 1 or ws.shape[1] < need:
         raise ValueError(f"ws must have shape (threads >= 1, >= {need}), got {ws.shape}")
     return Ho, Wo
@@ -474,6 +532,31 @@ def conv_forward_fused(x, w, bias, pad, stride, y, ws):
     _conv_forward_fused(x, w.reshape(F, -1), bias, y.reshape(x.shape[0], F, Ho * Wo), ws,
                         w.shape[2], w.shape[3], pad, stride, Ho, Wo)
     return y
+
+
+def conv_maxpool_forward_fused(x, w, bias, pad, stride, out, argmax, ws, relu):
+    """`conv_forward_fused` followed by a 2x2 stride-2 max pool (and, with `relu`,
+    max(out, 0)) without the convolution's output: x (N, C, H, W), w (F, C, HH, WW),
+    bias (F,) -> out (N, F, Ho/2, Wo/2) in x's dtype and argmax (same shape, int64: flat
+    index into the (Ho, Wo) plane, as `maxpool_forward` gives), filled in place; Ho and Wo
+    must be even. ws: (threads, >= fused_workspace(..., backward=False, pool=True))."""
+    Ho, Wo = _check_fused(x, w, pad, stride, ws, False, pool=True)
+    N, F = x.shape[0], w.shape[0]
+    if Ho % 2 or Wo % 2:
+        raise ValueError(f"the 2x2 pool needs an even convolution output, got {(Ho, Wo)}")
+    _check("bias", bias, 1)
+    _check("out", out, 4)
+    shape = (N, F, Ho // 2, Wo // 2)
+    if bias.shape != (F,) or bias.dtype != x.dtype or out.shape != shape \
+            or out.dtype != x.dtype or not isinstance(argmax, np.ndarray) \
+            or argmax.shape != shape or argmax.dtype != np.int64 \
+            or not argmax.flags.c_contiguous:
+        raise ValueError(f"bias {bias.shape}, out {out.shape} and argmax {argmax.shape} must "
+                         f"be ({F},) and {shape} ({x.dtype}; argmax int64, C-contiguous)")
+    _conv_maxpool_forward_fused(x, w.reshape(F, -1), bias, out.reshape(N, F, -1),
+                                argmax.reshape(N, F, -1), ws, w.shape[2], w.shape[3], pad,
+                                stride, Ho, Wo, relu)
+    return out, argmax
 
 
 def conv_backward_fused(dout, x, w, pad, stride, dx, ws):
@@ -568,8 +651,8 @@ def nchw_to_rows(dout, rows, q=1):
 
 # -- pooling --------------------------------------------------------------------------------
 cdef inline void _maxpool_2x2s2_plane(const floating *x, floating *out, int64_t *argmax,
-                                      Py_ssize_t W, Py_ssize_t Ho,
-                                      Py_ssize_t Wo) noexcept nogil:
+                                      Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo,
+                                      Py_ssize_t at) noexcept nogil:
     """2x2 windows at stride 2 without data-dependent branches: on random data the scan's
     compare-and-jumps mispredict about half the time (that scan: 15.7 ms single-threaded on
     (128, 32, 32, 32) float32; this loop: 3.4 ms).
@@ -577,6 +660,7 @@ cdef inline void _maxpool_2x2s2_plane(const floating *x, floating *out, int64_t 
     A pairwise tournament finds the same first maximum as the scan in `_maxpool_plane`:
     the first maximum of (a, b), of (c, d), then the earlier of the two unless the later is
     strictly larger. A window holding a NaN (rare) takes the scan, so NaN still wins once.
+    x may start `at` elements into its plane (a block of rows): argmax counts from the plane.
     """
     cdef Py_ssize_t ho, wo, off, o1, o2, sel
     cdef floating a, b, c, d, w1, w2
@@ -600,7 +684,7 @@ cdef inline void _maxpool_2x2s2_plane(const floating *x, floating *out, int64_t 
                 sel = w2 > w1
                 off = o1 + sel * (W + o2 - o1)
                 out[ho * Wo + wo] = r0[2 * wo + off]
-            argmax[ho * Wo + wo] = 2 * ho * W + 2 * wo + off
+            argmax[ho * Wo + wo] = at + 2 * ho * W + 2 * wo + off
 
 
 cdef inline void _maxpool_window(const floating *x, Py_ssize_t W, Py_ssize_t ph, Py_ssize_t pw,
@@ -625,7 +709,7 @@ cdef void _maxpool_plane(const floating *x, floating *out, int64_t *argmax, Py_s
     cdef floating v, best
     cdef const floating *row
     if ph == 2 and pw == 2 and stride == 2:
-        _maxpool_2x2s2_plane(x, out, argmax, W, Ho, Wo)
+        _maxpool_2x2s2_plane(x, out, argmax, W, Ho, Wo, 0)
         return
     if ph == 2 and pw == 2:
         # the common 2x2 window, unrolled: the same comparisons in the same (i, j) order

@@ -15,13 +15,17 @@ def _pool_geometry(layer, x, pool_param):
     """Validate a pooling call; returns (backend, ph, pw, stride, Ho, Wo)."""
     be = _checks.floating(layer, x=x)
     _checks.ndim(layer, "x", x, 4, "(N, C, H, W)")
+    return (be, *_pool_window(layer, *x.shape[2:], pool_param))
+
+
+def _pool_window(layer, H, W, pool_param):
+    """Validate pool_param for (H, W) planes; returns (ph, pw, stride, Ho, Wo)."""
     ph = _checks.positive_int(layer, "pool_param['pool_height']", pool_param.get("pool_height"))
     pw = _checks.positive_int(layer, "pool_param['pool_width']", pool_param.get("pool_width"))
     stride = _checks.positive_int(layer, "pool_param['stride']", pool_param.get("stride"))
-    H, W = x.shape[2:]
     Ho = _checks.window_output(layer, H, ph, 0, stride, "height")
     Wo = _checks.window_output(layer, W, pw, 0, stride, "width")
-    return be, ph, pw, stride, Ho, Wo
+    return ph, pw, stride, Ho, Wo
 
 
 def _pool_forward_naive(layer, x, pool_param, reduce):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..backend import of
 from .activations import relu_backward, relu_forward
-from .conv import conv_backward_fast, conv_forward_fast
+from .conv import _conv_geometry, conv_backward_fast, conv_forward_fast
 from .dense import affine_backward, affine_forward
 from .norm import (
     batchnorm_relu_backward,
@@ -14,7 +14,7 @@ from .norm import (
     spatial_batchnorm_relu_backward,
     spatial_batchnorm_relu_forward,
 )
-from .pool import max_pool_backward_fast, max_pool_forward_fast
+from .pool import _pool_window, max_pool_backward_fast, max_pool_forward_fast
 
 
 def _relu_inplace(a):
@@ -98,11 +98,17 @@ def conv_relu_pool_forward(x, w, b, conv_param, pool_param):
     """conv -> ReLU -> max pool. Returns out, cache.
 
     Computed as conv -> max pool -> ReLU, which is the same function (ReLU is monotone, so
-    it commutes with max) on a quarter of the elements for a 2x2 pool.
+    it commutes with max) on a quarter of the elements for a 2x2 pool, in one backend call
+    (`conv2d_maxpool`): where the backend's convolution pools its output in cache, that
+    output is never written out. The caches are those of the three fast layers.
     """
-    a, conv_cache = conv_forward_fast(x, w, b, conv_param)
-    pooled, pool_cache = max_pool_forward_fast(a, pool_param)
-    out = _relu_inplace(pooled)
+    be, stride, pad, groups, Ho, Wo = _conv_geometry("conv_forward_fast", x, w, b, conv_param)
+    ph, pw, pool_stride, _, _ = _pool_window("max_pool_forward_fast", Ho, Wo, pool_param)
+    xp = be.xp
+    out, argmax, conv_cache = be.conv2d_maxpool(
+        xp.ascontiguousarray(x), w, xp.ascontiguousarray(b), stride, pad, Ho, Wo,
+        (ph, pw, pool_stride), relu=True, groups=groups)
+    pool_cache = ((x.shape[0], w.shape[0], Ho, Wo), argmax, ph, pw, pool_stride)
     return out, (conv_cache, pool_cache, out)
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dualnet import backend
+from dualnet import backend, layers
 from dualnet.backends import host_im2col
 from dualnet.backends.conv import ConvCall
 from dualnet.backends.numpy import NumpyBackend
@@ -255,3 +255,70 @@ def test_fused_results_are_deterministic(fused):
                                                            param)[1])
         for a, b in zip(first, again, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+@st.composite
+def conv_pool_geometry(draw):
+    """A convolution (`conv_geometry`) whose output a 2x2 stride-2 pool tiles, or one it
+    does not (odd outputs: the backend pools the written output instead)."""
+    (N, C, _, _), (F, _, HH, WW), stride, pad = draw(conv_geometry())
+    Ho, Wo = 2 * draw(st.integers(1, 4)), 2 * draw(st.integers(1, 4))
+    if draw(st.booleans()):
+        Wo -= 1
+    H, W = (Ho - 1) * stride + HH - 2 * pad, (Wo - 1) * stride + WW - 2 * pad
+    if H < 1 or W < 1:
+        pad = 0
+        H, W = (Ho - 1) * stride + HH, (Wo - 1) * stride + WW
+    return (N, C, H, W), (F, C, HH, WW), stride, pad
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(geom=conv_pool_geometry(), seed=st.integers(0, 2**31 - 1))
+def test_fused_conv_relu_pool_equals_the_naive_chain(fused, dtype, geom, seed):
+    """conv_relu_pool on the fused path (the pool reads the convolution's output from the
+    thread's workspace where the output is even) gives the naive conv -> ReLU -> pool's
+    output, the same argmax as the fast pool on the naive output, and its gradients."""
+    x_shape, w_shape, stride, pad = geom
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    conv_param, pool_param = {"stride": stride, "pad": pad}, {"pool_height": 2,
+                                                                "pool_width": 2, "stride": 2}
+    a, conv_cache = conv_forward_naive(x, w, b, conv_param)
+    if a.shape[3] % 2:  # the course's pool refuses windows that do not tile the plane
+        pool_param["pool_width"] = pool_param["stride"] = 1
+    out, cache = layers.conv_relu_pool_forward(x, w, b, conv_param, pool_param)
+    assert cache[0].algorithm == "im2col-fused" and out.dtype == dtype
+    ref, (_, ref_argmax, *_) = layers.max_pool_forward_fast(np.maximum(a, 0), pool_param)
+    tol = 1e-10 if dtype == np.float64 else 2e-5
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol)
+    # the pool's first maximum: ties of the ReLU's zeros aside, the same positions
+    positive = ref > 0
+    np.testing.assert_array_equal(cache[1][1][positive], ref_argmax[positive])
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    da = layers.max_pool_backward_naive(dout * (out > 0), (a, pool_param))
+    for got, want in zip(layers.conv_relu_pool_backward(dout, cache),
+                         conv_backward_naive(da, conv_cache), strict=True):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10)
+
+
+def test_fused_conv_pool_kernel_refuses_what_it_cannot_compute(fused):
+    mod = fused.im2col_fused
+    x, w, b = np.ones((2, 3, 6, 5), np.float32), np.ones((4, 3, 3, 3), np.float32), \
+        np.ones(4, np.float32)
+    ws = np.zeros((2, mod.fused_workspace(3, 4, 3, 3, 6, 6, False, True)), np.float32)
+    out, argmax = np.empty((2, 4, 3, 3), np.float32), np.empty((2, 4, 3, 3), np.int64)
+    with pytest.raises(ValueError, match=r"even convolution output, got \(6, 5\)"):
+        mod.conv_maxpool_forward_fused(x, w, b, 1, 1, out, argmax, ws, True)
+    x = np.ones((2, 3, 6, 6), np.float32)
+    with pytest.raises(ValueError, match="argmax int64"):
+        mod.conv_maxpool_forward_fused(x, w, b, 1, 1, out, argmax.astype(np.int32), ws, True)
+    with pytest.raises(ValueError, match="ws must have shape"):
+        mod.conv_maxpool_forward_fused(x, w, b, 1, 1, out, argmax, ws[:, :10].copy(), True)
+    call = ConvCall.of(x, w, 1, 1, 6, 6)
+    algorithm = fused.conv_algorithms()["im2col-fused"]
+    assert algorithm.pools(call, (2, 2, 2))
+    assert not algorithm.pools(call, (3, 3, 3)) and not algorithm.pools(call, (2, 2, 1))
