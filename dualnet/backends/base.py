@@ -117,7 +117,11 @@ class Backend:
     def maxpool_forward(self, x, ph, pw, stride):
         return reference.maxpool_forward(self.xp, x, ph, pw, stride)
 
-    def maxpool_backward(self, dout, argmax, x_shape, ph, pw, stride):
+    def maxpool_backward(self, dout, argmax, x_shape, ph, pw, stride, keep=None):
+        """dout (N, C, Ho, Wo) routed to the argmax positions -> dx (x_shape); with `keep`
+        (dout's shape), dout * (keep > 0) instead: a ReLU after the pool, keep its output."""
+        if keep is not None:
+            dout = dout * (keep > 0)
         return reference.maxpool_backward(self.xp, dout, argmax, x_shape, ph, pw, stride)
 
     def avgpool_forward(self, x, ph, pw, stride):

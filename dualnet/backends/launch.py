@@ -136,9 +136,11 @@ class ConvKernelBackend(Backend):
         self._run("maxpool_forward", out, (x,), (out, argmax), g)
         return out, argmax
 
-    def maxpool_backward(self, dout, argmax, x_shape, ph, pw, stride):
+    def maxpool_backward(self, dout, argmax, x_shape, ph, pw, stride, keep=None):
         op = "maxpool_backward"
         dout = self._array(op, "dout", dout, 4)
+        if keep is not None:
+            dout = self.xp.ascontiguousarray(dout * (keep > 0))
         argmax = self._array(op, "argmax", argmax, 4, dtypes=(np.int64,))
         N, g = self._geometry(op, x_shape, ph, pw, 0, stride)
         out_shape = (N, g.C, g.H_out, g.W_out)

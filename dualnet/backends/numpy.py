@@ -228,10 +228,10 @@ class NumpyBackend(Backend):
             return super().maxpool_forward(x, ph, pw, stride)
         return self._ext.maxpool_forward(x, ph, pw, stride)
 
-    def maxpool_backward(self, dout, argmax, x_shape, ph, pw, stride):
-        if self._ext is None:
-            return super().maxpool_backward(dout, argmax, x_shape, ph, pw, stride)
-        return self._ext.maxpool_backward(dout, argmax, x_shape, ph, pw, stride)
+    def maxpool_backward(self, dout, argmax, x_shape, ph, pw, stride, keep=None):
+        if self._ext is None or not (keep is None or keep.flags.c_contiguous):
+            return super().maxpool_backward(dout, argmax, x_shape, ph, pw, stride, keep)
+        return self._ext.maxpool_backward(dout, argmax, x_shape, ph, pw, stride, keep)
 
     def rows_to_nchw(self, rows, bias, out, q=1):
         """The fast convolution's GEMM rows (q*F, N*(Ho/q)*Wo) + bias -> out (N, F, Ho, Wo);

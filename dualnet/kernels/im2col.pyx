@@ -762,33 +762,46 @@ def _maxpool_forward_fused(const floating[:, :, :, ::1] x, floating[:, :, :, ::1
                        stride, Ho, Wo)
 
 
+cdef inline floating _kept(const floating *g, const floating *keep, Py_ssize_t k,
+                           bint masked) noexcept nogil:
+    """g[k], times (keep[k] > 0) when `masked`: relu_backward's product, NaN * 0 included."""
+    if masked:
+        return g[k] * (keep[k] > 0)
+    return g[k]
+
+
 def _maxpool_backward_fused(const floating[:, :, :, ::1] dout,
-                            const int64_t[:, :, :, ::1] argmax, floating[:, :, :, ::1] dx):
+                            const int64_t[:, :, :, ::1] argmax, floating[:, :, :, ::1] dx,
+                            const floating[:, :, :, ::1] keep, bint masked):
     cdef Py_ssize_t C = dx.shape[1], HW = dx.shape[2] * dx.shape[3]
     cdef Py_ssize_t HoWo = dout.shape[2] * dout.shape[3]
     cdef Py_ssize_t plane, n, c, k
     cdef const floating *g
+    cdef const floating *kp
     cdef const int64_t *idx
     cdef floating *d
     for plane in prange(dx.shape[0] * C, nogil=True, schedule="static"):
         n = plane // C
         c = plane % C
         g = &dout[n, c, 0, 0]
+        kp = &keep[n, c, 0, 0]
         idx = &argmax[n, c, 0, 0]
         d = &dx[n, c, 0, 0]
         memset(d, 0, HW * sizeof(floating))
         for k in range(HoWo):
-            d[idx[k]] += g[k]
+            d[idx[k]] += _kept(g, kp, k, masked)
 
 
 def _maxpool_backward_2x2_fused(const floating[:, :, :, ::1] dout,
-                                const int64_t[:, :, :, ::1] argmax, floating[:, :, :, ::1] dx):
+                                const int64_t[:, :, :, ::1] argmax, floating[:, :, :, ::1] dx,
+                                const floating[:, :, :, ::1] keep, bint masked):
     """2x2 windows at stride 2 tile the plane: each window writes its four dx values once
     (no memset, no scatter); an argmax outside its window is folded back into the window."""
     cdef Py_ssize_t C = dx.shape[1], W = dx.shape[3]
     cdef Py_ssize_t Ho = dout.shape[2], Wo = dout.shape[3]
     cdef Py_ssize_t plane, n, c, ho, wo, base, off, row
     cdef const floating *g
+    cdef const floating *kp
     cdef const int64_t *idx
     cdef floating *d
     cdef floating zero = 0
@@ -796,6 +809,7 @@ def _maxpool_backward_2x2_fused(const floating[:, :, :, ::1] dout,
         n = plane // C
         c = plane % C
         g = &dout[n, c, 0, 0]
+        kp = &keep[n, c, 0, 0]
         idx = &argmax[n, c, 0, 0]
         d = &dx[n, c, 0, 0]
         for ho in range(Ho):
@@ -812,7 +826,7 @@ def _maxpool_backward_2x2_fused(const floating[:, :, :, ::1] dout,
                 d[base + W] = zero
                 d[base + W + 1] = zero
                 # zero + g, not g: the value the reference's zeros + g gives (-0.0 too)
-                d[base + off] = zero + g[ho * Wo + wo]
+                d[base + off] = zero + _kept(g, kp, ho * Wo + wo, masked)
 
 
 def maxpool_forward(x, ph, pw, stride):
@@ -826,8 +840,10 @@ def maxpool_forward(x, ph, pw, stride):
     return out, argmax
 
 
-def maxpool_backward(dout, argmax, x_shape, ph, pw, stride):
-    """dout (N, C, Ho, Wo) routed to its argmax positions -> dx (N, C, H, W), dout's dtype.
+def maxpool_backward(dout, argmax, x_shape, ph, pw, stride, keep=None):
+    """dout (N, C, Ho, Wo) routed to its argmax positions -> dx (N, C, H, W), dout's dtype;
+    with `keep` (dout's shape and dtype), dout * (keep > 0) is routed instead: the gradient
+    through a ReLU after the pool, keep its output.
 
     argmax must come from `maxpool_forward` on an input of shape x_shape: its entries index
     raw memory and are trusted, as in every fast-layer cache.
@@ -837,12 +853,20 @@ def maxpool_backward(dout, argmax, x_shape, ph, pw, stride):
     if dout.shape != (N, C, Ho, Wo) or argmax.shape != dout.shape:
         raise ValueError(f"maxpool_backward: dout {dout.shape} and argmax {argmax.shape} must "
                          f"both be {(N, C, Ho, Wo)}")
+    if keep is not None:
+        _check("maxpool_backward: keep", keep, 4)
+        if keep.shape != dout.shape or keep.dtype != dout.dtype:
+            raise ValueError(f"maxpool_backward: keep {keep.dtype} {keep.shape} must match "
+                             f"dout {dout.dtype} {dout.shape}")
     argmax = np.ascontiguousarray(argmax, dtype=np.int64)
     dx = np.empty((N, C, H, W), dtype=dout.dtype)
+    masked = keep is not None
+    if not masked:
+        keep = dout  # a typed stand-in, never read
     if dx.size and ph == pw == stride == 2:
-        _maxpool_backward_2x2_fused(dout, argmax, dx)
+        _maxpool_backward_2x2_fused(dout, argmax, dx, keep, masked)
     elif dx.size:
-        _maxpool_backward_fused(dout, argmax, dx)
+        _maxpool_backward_fused(dout, argmax, dx, keep, masked)
     return dx
 
 

@@ -70,11 +70,20 @@ def max_pool_forward_fast(x, pool_param):
     return out, (x.shape, argmax, ph, pw, stride)
 
 
-def max_pool_backward_fast(dout, cache):
-    """Gradient of `max_pool_forward_fast`: dout routed to each window's argmax."""
+def max_pool_backward_fast(dout, cache, keep=None):
+    """Gradient of `max_pool_forward_fast`: dout routed to each window's argmax.
+
+    keep: optional, the output of a ReLU after the pool (dout's shape); the gradient through
+    both is routed, relu_backward's dout * (keep > 0), without a pass of its own.
+    """
     x_shape, argmax, ph, pw, stride = cache
-    be = _checks.floating("max_pool_backward_fast", dout=dout)
-    return be.maxpool_backward(be.xp.ascontiguousarray(dout), argmax, x_shape, ph, pw, stride)
+    layer = "max_pool_backward_fast"
+    be = _checks.floating(layer, dout=dout)
+    if keep is not None:
+        _checks.shape(layer, "keep", keep, tuple(dout.shape))
+        keep = be.xp.ascontiguousarray(keep, dtype=dout.dtype)
+    return be.maxpool_backward(be.xp.ascontiguousarray(dout), argmax, x_shape, ph, pw, stride,
+                               keep)
 
 
 def avg_pool_forward_naive(x, pool_param):

@@ -119,7 +119,7 @@ def conv_relu_pool_backward(dout, cache, need_dx=True):
     have it: the ReLU mask applies to dout before the pool routes it.
     """
     conv_cache, pool_cache, relu_cache = cache
-    da = max_pool_backward_fast(relu_backward(dout, relu_cache), pool_cache)
+    da = max_pool_backward_fast(dout, pool_cache, keep=relu_cache)
     return conv_backward_fast(da, conv_cache, need_dx=need_dx)
 
 

@@ -103,3 +103,39 @@ class TestBadInput:
     def test_wrong_ndim(self, forward):
         with pytest.raises(ValueError, match=rf"{forward.__name__}: x must be 4-D"):
             forward(np.zeros((4, 4)), {"pool_height": 2, "pool_width": 2, "stride": 2})
+
+
+@pytest.mark.parametrize("ph, pw, stride", GEOMETRIES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_max_pool_backward_through_a_relu_equals_relu_backward_then_the_pool(ph, pw, stride,
+                                                                            dtype):
+    """keep= (a ReLU's output after the pool) routes relu_backward(dout, keep), NaN
+    gradients where the ReLU is off included (NaN * 0): bit for bit in the kernel, to
+    rounding in the backends' shared NumPy code (which sums overlapping windows in another
+    order)."""
+    from dualnet import backend
+    from dualnet.backends.base import Backend
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 3 * stride + ph, 2 * stride + pw)).astype(dtype)
+    param = {"pool_height": ph, "pool_width": pw, "stride": stride}
+    out, cache = layers.max_pool_forward_fast(x, param)
+    keep = np.maximum(out, 0)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dout[0, 0, 0, :] = np.nan
+    expected = layers.max_pool_backward_fast(layers.relu_backward(dout, keep), cache)
+    np.testing.assert_array_equal(layers.max_pool_backward_fast(dout, cache, keep=keep),
+                                  expected)
+    be = backend.get("numpy")
+    np.testing.assert_allclose(
+        Backend.maxpool_backward(be, dout, cache[1], x.shape, ph, pw, stride, keep), expected,
+        rtol=1e-5, atol=1e-6)
+
+
+def test_max_pool_backward_keep_must_match_dout():
+    x = np.ones((1, 1, 4, 4))
+    out, cache = layers.max_pool_forward_fast(x, {"pool_height": 2, "pool_width": 2,
+                                                  "stride": 2})
+    with pytest.raises(ValueError, match=r"max_pool_backward_fast: keep must have shape "
+                                         r"\(1, 1, 2, 2\), got \(1, 1, 2, 1\)"):
+        layers.max_pool_backward_fast(out, cache, keep=out[..., :1])
