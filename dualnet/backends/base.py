@@ -225,6 +225,15 @@ class Backend:
                 self.xp.maximum(out, 0, out=out)
         return out, argmax, conv.ConvContext(x, w, stride, pad, parts, groups, algorithm.name)
 
+    def conv2d_maxpool_backward(self, dout, argmax, conv_shape, pool, ctx: conv.ConvContext,
+                                need_dx=True, keep=None):
+        """Gradients of `conv2d_maxpool`: dout (N, F, Hp, Wp), argmax as it returned, the
+        convolution's output shape, `pool` = (ph, pw, stride), its ctx, and keep: the ReLU's
+        output with `relu` (else None) -> dx or None (need_dx=False), dw, db."""
+        dout = self.xp.ascontiguousarray(dout)
+        return self.conv_algorithms()[ctx.algorithm].maxpool_gradients(
+            dout, argmax, conv_shape, pool, keep, ctx, need_dx)
+
     def conv2d_backward(self, dout, ctx: conv.ConvContext, need_dx=True):
         """dx (N, C, H, W) or None (need_dx=False), dw (F, C, HH, WW), db (F,) for dout
         (N, F, Ho, Wo) and the context `conv2d` returned."""

@@ -131,7 +131,8 @@ class ConvAlgorithm:
     The face every algorithm shows: `applies(call)` (can it compute this call at all),
     `scratch_bytes(call)` (the least scratch memory it needs for the call), `forward` and
     `backward`, `gradients` (backward's and the bias gradient, which the backend asks for),
-    and `pools`/`forward_maxpool` where it can also max-pool its output in cache. Chunked
+    and `pools`/`forward_maxpool`/`maxpool_gradients` for a max pool over its output (in
+    cache, where the algorithm can). Chunked
     algorithms (`chunked = True`) work through the batch in chunks sized by `chunk_bytes`
     and the budget, so they run within any budget (one sample is their smallest chunk); the
     others need their whole `scratch_bytes` within it (`fits`).
@@ -176,6 +177,16 @@ class ConvAlgorithm:
     def backward(self, dout, ctx: ConvContext, need_dx: bool):
         """dout (N, F, Ho, Wo) C-contiguous -> (dx (N, C, H, W) or None, dw (F, C, HH, WW))."""
         raise NotImplementedError
+
+    def maxpool_gradients(self, dout, argmax, conv_shape, pool, keep, ctx: ConvContext,
+                          need_dx: bool):
+        """`gradients` where dout (N, F, Hp, Wp) is the gradient of a max pool over `pool` =
+        (ph, pw, stride) windows of this convolution's output (`conv_shape`), argmax the
+        pool's and keep, when given, the output of a ReLU after the pool. Here the backend's
+        pool backward routes dout first; an algorithm that can route it in cache overrides
+        this."""
+        da = self.be.maxpool_backward(dout, argmax, conv_shape, *pool, keep=keep)
+        return self.gradients(da, ctx, need_dx)
 
     def pools(self, call: ConvCall, pool) -> bool:
         """Whether `forward_maxpool` computes this call followed by a max pool over

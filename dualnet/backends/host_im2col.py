@@ -240,6 +240,24 @@ class Im2colFused(conv.ConvAlgorithm):
         return mod.conv_maxpool_forward_fused(x, be.xp.ascontiguousarray(w), b, call.pad,
                                               call.stride, out, argmax, ws, relu)
 
+    def maxpool_gradients(self, dout, argmax, conv_shape, pool, keep, ctx, need_dx):
+        """The pool's gradient routed per sample in the thread's workspace, not through a
+        conv_shape array in main memory (as `gradients`, with whole samples only)."""
+        be, mod = self.be, self.be.im2col_fused
+        x, w = ctx.x, ctx.w
+        call = conv.ConvCall.of(x, w, ctx.stride, ctx.pad, *conv_shape[2:])
+        row = mod.fused_workspace(call.C, call.F, call.HH, call.WW, call.Ho, call.Wo, True, True)
+        threads = mod.max_threads()
+        if call.N < threads or row * call.itemsize > FUSED_MAX_BYTES or (
+                self.scratch_bytes(call) + threads * call.F * call.Ho * call.Wo * call.itemsize
+                > conv.settings.memory_budget):
+            return super().maxpool_gradients(dout, argmax, conv_shape, pool, keep, ctx, need_dx)
+        ws, = scratch.arrays(be, x.dtype, (threads, row))
+        dx = be.xp.empty_like(x) if need_dx else None
+        dw, db = mod.conv_backward_fused(dout, x, be.xp.ascontiguousarray(w), ctx.pad,
+                                         ctx.stride, dx, ws, argmax=argmax, keep=keep)
+        return dx, dw, db
+
     def backward(self, dout, ctx, need_dx):
         dx, dw, _ = self.gradients(dout, ctx, need_dx)
         return dx, dw

@@ -198,6 +198,10 @@ class NumpyBackend(Backend):
         with _threads.blas_one_thread():
             return super().conv2d_maxpool(*args, **kwargs)
 
+    def conv2d_maxpool_backward(self, *args, **kwargs):
+        with _threads.blas_one_thread():
+            return super().conv2d_maxpool_backward(*args, **kwargs)
+
     def conv2d_backward(self, *args, **kwargs):
         with _threads.blas_one_thread():
             return super().conv2d_backward(*args, **kwargs)

@@ -385,16 +385,27 @@ def _conv_forward_fused(const floating[:, :, :, ::1] x, const floating[:, ::1] w
 def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, ::1] x,
                          const floating[:, ::1] w2, floating[:, :, :, ::1] dx,
                          floating[:, ::1] ws, Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad,
-                         Py_ssize_t stride, Py_ssize_t Ho, Py_ssize_t Wo, bint need_dx):
+                         Py_ssize_t stride, Py_ssize_t Ho, Py_ssize_t Wo, bint need_dx,
+                         const int64_t[:, :, ::1] argmax, const floating[:, :, ::1] keep,
+                         bint pooled, bint masked):
+    """dy (N, F, Ho*Wo), or with `pooled` a max pool's gradient (N, F, Hp*Wp) that each
+    sample first routes to its `argmax` positions in the thread's workspace (times
+    keep > 0 where `masked`), as `_maxpool_backward_fused` would into main memory."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t F = w2.shape[0], K = w2.shape[1], P = Ho * Wo, RS = _cols_stride(P)
+    cdef Py_ssize_t Pp = dy.shape[2]
     cdef int nthreads = ws.shape[0]
     cdef floating *dWt = NULL
     cdef floating *cols = NULL
     cdef floating *dyt = NULL
     cdef floating *db = NULL
+    cdef floating *routed = NULL
     cdef const floating *g = NULL
-    cdef Py_ssize_t n, c, f, p
+    cdef const floating *dn = NULL
+    cdef const floating *gp = NULL
+    cdef const floating *kp = NULL
+    cdef const int64_t *idx = NULL
+    cdef Py_ssize_t n, c, f, p, k
     cdef int t
     # every row's shares of dw and db start at zero, rows of threads that never start
     # included (the OpenMP runtime may give fewer threads than asked; without OpenMP, one)
@@ -406,18 +417,30 @@ def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, :
         cols = dWt + K * F
         dyt = cols + K * RS
         db = dyt + P * F          # (F,): its share of the bias gradient
+        routed = db + F           # (F, P), pooled: this sample's gradient of the conv output
         for n in prange(N, schedule="static"):
             for c in range(C):
                 _im2col_plane(&x[n, c, 0, 0], cols + c * HH * WW * RS, RS, H, W, HH, WW, pad,
                               stride, stride, 0, Ho, Wo)
+            if pooled:
+                memset(routed, 0, F * P * sizeof(floating))
+                for f in range(F):
+                    gp = &dy[n, f, 0]
+                    kp = &keep[n, f, 0] if masked else gp
+                    idx = &argmax[n, f, 0]
+                    for k in range(Pp):
+                        routed[f * P + idx[k]] += _kept(gp, kp, k, masked)
+                dn = routed
+            else:
+                dn = &dy[n, 0, 0]
             for f in range(F):  # read dout in memory order; the scattered writes stay in cache
-                g = &dy[n, f, 0]
+                g = dn + f * P
                 for p in range(P):
                     dyt[p * F + f] = g[p]
                 db[f] += dn_sum(g, P)  # from L1: the plane was just read
             dn_gemm(K, F, P, cols, RS, 1, dyt, F, dWt, F, 1)
             if need_dx:
-                dn_gemm(K, P, F, &w2[0, 0], 1, K, &dy[n, 0, 0], P, cols, RS, 0)
+                dn_gemm(K, P, F, &w2[0, 0], 1, K, dn, P, cols, RS, 0)
                 for c in range(C):
                     _col2im_plane(cols + c * HH * WW * RS, &dx[n, c, 0, 0], RS, H, W, HH, WW,
                                   pad, stride, stride, Ho, Wo)
@@ -484,11 +507,12 @@ def max_threads():
 
 def fused_workspace(C, F, HH, WW, Ho, Wo, backward, pool=False):
     """Elements of one thread's workspace for `conv_forward_fused` (backward=False),
-    `conv_maxpool_forward_fused` (pool=True) or `conv_backward_fused`, rounded up to whole
-    128-byte lines of float64. The backward's is the largest."""
+    `conv_maxpool_forward_fused` (pool=True) or `conv_backward_fused` (pool=True: through a
+    max pool, with argmax), rounded up to whole 128-byte lines of float64. The backward's
+    is the largest."""
     K, P = C * HH * WW, Ho * Wo
     if backward:
-        size = K * F + K * _cols_stride(P) + P * F + F
+        size = K * F + K * _cols_stride(P) + P * F + F + (F * P if pool else 0)
     else:
         size = K * _cols_stride(P) + (F * P if pool else 0)
     return (size + 15) // 16 * 16
@@ -559,25 +583,49 @@ def conv_maxpool_forward_fused(x, w, bias, pad, stride, out, argmax, ws, relu):
     return out, argmax
 
 
-def conv_backward_fused(dout, x, w, pad, stride, dx, ws):
+def conv_backward_fused(dout, x, w, pad, stride, dx, ws, argmax=None, keep=None):
     """Gradients of `conv_forward_fused`: dout (N, F, Ho, Wo) -> dx (N, C, H, W) filled in place
     (or None: skipped); returns dw (F, C, HH, WW) and db (F,), dout summed over N, Ho and
     Wo. ws: (threads, >= fused_workspace(..., backward=True)); each thread sums its samples'
-    shares of dw and db in its row, and the rows are added in order at the end."""
-    Ho, Wo = _check_fused(x, w, pad, stride, ws, True)
+    shares of dw and db in its row, and the rows are added in order at the end.
+
+    With `argmax` (`maxpool_forward`'s, or `conv_maxpool_forward_fused`'s), dout is instead
+    the gradient of a max pool over the convolution's output, (N, F, Hp, Wp) like argmax,
+    and with `keep` too (dout's shape and dtype) that of a ReLU after the pool, keep its
+    output: each sample's is routed in the thread's workspace (fused_workspace(...,
+    backward=True, pool=True)), not in main memory. argmax's entries are trusted, as in
+    every fast-layer cache: they index raw memory.
+    """
+    pooled = argmax is not None
+    Ho, Wo = _check_fused(x, w, pad, stride, ws, True, pooled)
     _check("dout", dout, 4)
     F, C, HH, WW = w.shape
-    if dout.shape != (x.shape[0], F, Ho, Wo) or dout.dtype != x.dtype:
-        raise ValueError(f"dout must be {(x.shape[0], F, Ho, Wo)} of dtype {x.dtype}, "
+    N = x.shape[0]
+    if pooled:
+        if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int64 \
+                or not argmax.flags.c_contiguous or argmax.ndim != 4 \
+                or argmax.shape[:2] != (N, F) or dout.shape != argmax.shape \
+                or dout.dtype != x.dtype:
+            raise ValueError(f"dout {dout.dtype} {dout.shape} and argmax (int64, C-contiguous) "
+                             f"must both be ({N}, {F}, Hp, Wp), dout of dtype {x.dtype}")
+        if keep is not None:
+            _check("keep", keep, 4)
+            if keep.shape != dout.shape or keep.dtype != dout.dtype:
+                raise ValueError(f"keep {keep.dtype} {keep.shape} must match dout")
+    elif dout.shape != (N, F, Ho, Wo) or dout.dtype != x.dtype:
+        raise ValueError(f"dout must be {(N, F, Ho, Wo)} of dtype {x.dtype}, "
                          f"got {dout.shape} {dout.dtype}")
     if dx is not None:
         _check("dx", dx, 4)
         if dx.shape != x.shape or dx.dtype != x.dtype:
             raise ValueError(f"dx must be {x.shape} of dtype {x.dtype}")
-    skipped = np.empty((0, 0, 0, 0), dtype=x.dtype)  # a typed stand-in, never indexed
-    _conv_backward_fused(dout.reshape(x.shape[0], F, Ho * Wo), x, w.reshape(F, -1),
-                         skipped if dx is None else dx, ws, HH, WW, pad, stride, Ho, Wo,
-                         dx is not None)
+    skipped = np.empty((0, 0, 0, 0), dtype=x.dtype)  # typed stand-ins, never indexed
+    dout3 = dout.reshape(N, F, -1)
+    _conv_backward_fused(dout3, x, w.reshape(F, -1), skipped if dx is None else dx, ws, HH, WW,
+                         pad, stride, Ho, Wo, dx is not None,
+                         argmax.reshape(N, F, -1) if pooled else np.empty((0, 0, 0), np.int64),
+                         dout3 if keep is None else keep.reshape(N, F, -1), pooled,
+                         keep is not None)
     K = C * HH * WW
     at = K * F + K * _cols_stride(Ho * Wo) + Ho * Wo * F  # each row's db share
     dw = np.ascontiguousarray(ws[:, :K * F].sum(axis=0).reshape(K, F).T).reshape(w.shape)
@@ -795,8 +843,9 @@ def _maxpool_backward_fused(const floating[:, :, :, ::1] dout,
 def _maxpool_backward_2x2_fused(const floating[:, :, :, ::1] dout,
                                 const int64_t[:, :, :, ::1] argmax, floating[:, :, :, ::1] dx,
                                 const floating[:, :, :, ::1] keep, bint masked):
-    """2x2 windows at stride 2 tile the plane: each window writes its four dx values once
-    (no memset, no scatter); an argmax outside its window is folded back into the window."""
+    """2x2 windows at stride 2 tiling the plane (even H and W): each window writes its four
+    dx values once (no memset, no scatter); an argmax outside its window is folded back
+    into the window."""
     cdef Py_ssize_t C = dx.shape[1], W = dx.shape[3]
     cdef Py_ssize_t Ho = dout.shape[2], Wo = dout.shape[3]
     cdef Py_ssize_t plane, n, c, ho, wo, base, off, row
@@ -863,7 +912,7 @@ def maxpool_backward(dout, argmax, x_shape, ph, pw, stride, keep=None):
     masked = keep is not None
     if not masked:
         keep = dout  # a typed stand-in, never read
-    if dx.size and ph == pw == stride == 2:
+    if dx.size and ph == pw == stride == 2 and H == 2 * Ho and W == 2 * Wo:
         _maxpool_backward_2x2_fused(dout, argmax, dx, keep, masked)
     elif dx.size:
         _maxpool_backward_fused(dout, argmax, dx, keep, masked)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from .. import _checks
 from ..backend import of
 from .activations import relu_backward, relu_forward
-from .conv import _conv_geometry, conv_backward_fast, conv_forward_fast
+from .conv import ConvContext, _conv_geometry, conv_backward_fast, conv_forward_fast
 from .dense import affine_backward, affine_forward
 from .norm import (
     batchnorm_relu_backward,
@@ -119,8 +120,15 @@ def conv_relu_pool_backward(dout, cache, need_dx=True):
     have it: the ReLU mask applies to dout before the pool routes it.
     """
     conv_cache, pool_cache, relu_cache = cache
-    da = max_pool_backward_fast(dout, pool_cache, keep=relu_cache)
-    return conv_backward_fast(da, conv_cache, need_dx=need_dx)
+    if not isinstance(conv_cache, ConvContext):
+        raise TypeError(f"conv_relu_pool_backward: cache must be the cache "
+                        f"conv_relu_pool_forward returned, got {type(cache).__name__}")
+    conv_shape, argmax, ph, pw, stride = pool_cache
+    layer = "conv_relu_pool_backward"
+    be = _checks.floating(layer, dout=dout)
+    _checks.shape(layer, "dout", dout, tuple(relu_cache.shape))
+    return be.conv2d_maxpool_backward(dout, argmax, conv_shape, (ph, pw, stride), conv_cache,
+                                      need_dx=need_dx, keep=relu_cache)
 
 
 def conv_bn_relu_forward(x, w, b, gamma, beta, conv_param, bn_param):

@@ -322,3 +322,47 @@ def test_fused_conv_pool_kernel_refuses_what_it_cannot_compute(fused):
     algorithm = fused.conv_algorithms()["im2col-fused"]
     assert algorithm.pools(call, (2, 2, 2))
     assert not algorithm.pools(call, (3, 3, 3)) and not algorithm.pools(call, (2, 2, 1))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("pool", [(2, 2, 2), (3, 3, 1), (2, 3, 2)])
+@pytest.mark.parametrize("masked", [True, False])
+@pytest.mark.parametrize("need_dx", [True, False])
+def test_fused_backward_through_a_pool_routes_as_the_pool_backward_does(fused, dtype, pool,
+                                                                      masked, need_dx):
+    """conv_backward_fused with the pool's argmax (and a ReLU's keep) gives, bit for bit,
+    what it gives for the gradient maxpool_backward routes into main memory: each sample's
+    gradient is routed in the same order, only in the thread's workspace."""
+    mod = fused.im2col_fused
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 3, 8, 9)).astype(dtype)
+    w = rng.standard_normal((6, 3, 3, 3)).astype(dtype)
+    b = np.zeros(6, dtype)
+    a, _ = conv_forward_naive(x, w, b, {"stride": 1, "pad": 1})
+    pooled, argmax = fused.maxpool_forward(np.ascontiguousarray(a, dtype), *pool)
+    keep = np.maximum(pooled, 0) if masked else None
+    dout = rng.standard_normal(pooled.shape).astype(dtype)
+    da = fused.maxpool_backward(dout, argmax, a.shape, *pool, keep=keep)
+    threads = mod.max_threads()
+    plain = np.full((threads, mod.fused_workspace(3, 6, 3, 3, 8, 9, True)), np.nan, dtype)
+    routed = np.full((threads, mod.fused_workspace(3, 6, 3, 3, 8, 9, True, True)), np.nan,
+                     dtype)
+    dx1, dx2 = (np.empty_like(x), np.empty_like(x)) if need_dx else (None, None)
+    want = mod.conv_backward_fused(da, x, w, 1, 1, dx1, plain)
+    got = mod.conv_backward_fused(dout, x, w, 1, 1, dx2, routed, argmax=argmax, keep=keep)
+    for g, e in zip((*got, dx2), (*want, dx1), strict=True):
+        np.testing.assert_array_equal(g, e)
+
+
+def test_fused_backward_through_a_pool_refuses_mismatched_arrays(fused):
+    mod = fused.im2col_fused
+    x, w = np.ones((2, 3, 6, 6)), np.ones((4, 3, 3, 3))
+    ws = np.zeros((2, mod.fused_workspace(3, 4, 3, 3, 6, 6, True, True)))
+    dout, argmax = np.ones((2, 4, 3, 3)), np.zeros((2, 4, 3, 3), np.int64)
+    with pytest.raises(ValueError, match=r"argmax \(int64, C-contiguous\) must both be"):
+        mod.conv_backward_fused(dout, x, w, 1, 1, None, ws, argmax=argmax[:, :3].copy())
+    with pytest.raises(ValueError, match="keep float64 \\(2, 4, 3, 2\\) must match dout"):
+        mod.conv_backward_fused(dout, x, w, 1, 1, None, ws, argmax=argmax,
+                                keep=np.ones((2, 4, 3, 2)))
+    with pytest.raises(ValueError, match="ws must have shape"):
+        mod.conv_backward_fused(dout, x, w, 1, 1, None, ws[:, :-64].copy(), argmax=argmax)

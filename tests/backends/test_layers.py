@@ -268,7 +268,8 @@ def test_layers_read_nothing_back_from_the_device(emu, case, monkeypatch):
     """Run on cuda-emu with every input and kernel output counting value reads."""
     for method in KERNEL_METHODS:
         kernel = getattr(emu, method)
-        monkeypatch.setattr(emu, method, lambda *a, _kernel=kernel: _counting(_kernel(*a)))
+        monkeypatch.setattr(emu, method,
+                            lambda *a, _kernel=kernel, **k: _counting(_kernel(*a, **k)))
     monkeypatch.setattr(_ReadCounting, "reads", [])
     run(emu, case, np.dtype(np.float64), lambda be, a: _counting(be.asarray(a)))
     assert _ReadCounting.reads == ALLOWED_READS.get(case.id, [])

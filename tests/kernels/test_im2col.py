@@ -103,6 +103,20 @@ def test_pooling_equals_reference(dtype, geom, seed, ties):
                                rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_maxpool_2x2_backward_zeros_the_rows_and_columns_no_window_covers(dtype):
+    """A 2x2 stride-2 pool on odd planes floors its output (the kernels' rule; the layers
+    refuse such shapes): the last row and column get no gradient, as in the reference."""
+    x = _random((2, 3, 5, 7), dtype, 1)
+    out, argmax = cy.maxpool_forward(x, 2, 2, 2)
+    assert out.shape == (2, 3, 2, 3)
+    dout = _random(out.shape, dtype, 2)
+    dx = cy.maxpool_backward(dout, argmax, x.shape, 2, 2, 2)
+    np.testing.assert_array_equal(dx, reference.maxpool_backward(np, dout, argmax, x.shape,
+                                                                 2, 2, 2))
+    assert not dx[:, :, 4].any() and not dx[:, :, :, 6].any()
+
+
 def test_maxpool_first_maximum_and_nan_like_numpy_argmax():
     x = np.array([[[[1.0, 3.0, 3.0, 0.0],
                     [3.0, 2.0, np.nan, 5.0]]]], dtype=np.float32)
