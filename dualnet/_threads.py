@@ -21,6 +21,11 @@ benchmark networks (50x8192 @ 8192x100, 200x3072 @ 3072x100, 128x8192 @ 8192x100
 0.86 and 1.50 ms split in two, 0.81, 0.71 and 1.35 ms on OpenBLAS's own two threads, 1.08,
 1.38 and 2.81 ms on one.
 
+A model of dense layers only (FullyConnectedNet, TwoLayerNet) is the exception: nothing in
+its step runs on OpenMP threads but its batchnorm kernels, so its step runs inside
+`blas_own_threads`, where the products go to BLAS on its own (warm, spinning) threads and
+those kernels run on one thread; see there for the figures.
+
 Outside dualnet's calls nothing is left changed: the outermost `blas_one_thread` restores
 every library's thread count as it found it and hands threadpoolctl's control of OpenBLAS
 back, so the user's own limits (`threadpoolctl.threadpool_limits`, `OPENBLAS_NUM_THREADS`)
@@ -101,6 +106,39 @@ class blas_one_thread:  # noqa: N801 (used like a function: `with blas_one_threa
         return False
 
 
+class blas_own_threads:  # noqa: N801 (used like a function: `with blas_own_threads():`)
+    """Context manager for work whose only parallel parts are matrix products (a dense
+    model's training step): in it, in this Python thread, `matmul` gives each product to
+    BLAS on the threads BLAS has (the user's settings, not changed), and `kernels_serial()`
+    tells dualnet's OpenMP kernels to run on one thread, so that none shares a core with
+    BLAS's workers, which spin between the products. A `blas_one_thread` opened inside
+    takes precedence. Reentrant.
+
+    Why: with nothing else on the other cores, BLAS's own warm workers are the fastest way
+    to run a chain of small products; dualnet's helper threads sleep between them, and
+    waking one cost as much as the product it was given (FullyConnectedNet 5x100 batchnorm
+    + dropout train step, batch 200, 2-core EPYC: 6.5 -> 5.0 ms, medians of 6 alternating
+    processes; 5 layers of 500: 35 -> 31-40 ms, its batchnorm kernels then on one thread).
+    With convolutions in the step it is the reverse (ThreeLayerConvNet, batch 50: 20 ->
+    35 ms), so models choose (`Model.blas_threads_in_step`)."""
+
+    __slots__ = ()
+
+    def __enter__(self):
+        _local.own = getattr(_local, "own", 0) + 1
+        return self
+
+    def __exit__(self, *exc):
+        _local.own -= 1
+        return False
+
+
+def kernels_serial() -> bool:
+    """Whether this Python thread is inside `blas_own_threads` (and not inside a
+    `blas_one_thread`): dualnet's OpenMP kernels should then run on one thread."""
+    return getattr(_local, "own", 0) > 0 and getattr(_local, "depth", 0) == 0
+
+
 def _limit():
     """A thread's outermost entry: the first one open in the process limits BLAS."""
     global _depth, _threads
@@ -160,7 +198,8 @@ def _blocks(macs):
 
 def matmul(a, b, out=None):
     """`numpy.matmul(a, b, out=out)` with BLAS held to one thread, split over threads when
-    large. a (..., m, k), b (..., k, n) float arrays; returns out (..., m, n).
+    large (inside `blas_own_threads`: on BLAS's own threads). a (..., m, k), b (..., k, n)
+    float arrays; returns out (..., m, n).
 
     Stacked products are split along their leading axis (when it has a block per thread).
     A 2-D product is split along the axis that makes the blocks read the least twice
@@ -168,6 +207,8 @@ def matmul(a, b, out=None):
     products are then added. Each block is a BLAS product of slices, so the values match the
     unsplit product's to rounding (a k split adds its partial sums in a fixed order).
     """
+    if kernels_serial():  # inside blas_own_threads: BLAS's own threads
+        return np.matmul(a, b, out=out)
     with blas_one_thread():
         if a.ndim < 2 or b.ndim < 2:
             return np.matmul(a, b, out=out)
@@ -239,7 +280,8 @@ def describe() -> str:
     split = min(max(counts), _cores())
     return (f"{names} outside dualnet's calls, as set; inside them 1 thread, products of at "
             f"least {2 * MIN_BLOCK_MACS * 2 / 1e6:g} MFLOP split into up to {split} blocks "
-            f"computed at once")
+            f"computed at once; dense models' steps (FullyConnectedNet, TwoLayerNet) leave "
+            f"BLAS its threads and run dualnet's kernels on one")
 
 
 def _after_fork_in_child():

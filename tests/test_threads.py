@@ -190,14 +190,20 @@ else:
     import dualnet
     import numpy as np
     from threadpoolctl import threadpool_info, threadpool_limits
-from dualnet.models import ThreeLayerConvNet
+from dualnet.models import FullyConnectedNet, ThreeLayerConvNet
 
 def blas():
     return [(i["filepath"], i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"]
 
-limits = threadpool_limits(int(sys.argv[2]), user_api="blas") if len(sys.argv) > 2 else None
+dense = sys.argv[2] == "fc"
+limits = threadpool_limits(int(sys.argv[3]), user_api="blas") if len(sys.argv) > 3 else None
 np.random.seed(231)
-model = ThreeLayerConvNet(num_filters=8, hidden_dim=20, weight_scale=1e-2, dtype=np.float32)
+if dense:  # products on BLAS's own threads (Model.blas_threads_in_step)
+    model = FullyConnectedNet([64, 32], normalization="batchnorm", dropout_keep_ratio=0.5,
+                              seed=1, reg=1e-3, dtype=np.float32)
+else:
+    model = ThreeLayerConvNet(num_filters=8, hidden_dim=20, weight_scale=1e-2,
+                              dtype=np.float32)
 rng = np.random.default_rng(0)
 X = rng.standard_normal((20, 3, 32, 32)).astype(np.float32)
 y = rng.integers(0, 10, 20)
@@ -214,16 +220,17 @@ print(json.dumps({"losses": losses, "params": {k: v.tolist() for k, v in model.p
 """
 
 
-def _train(first, *limit):
+def _train(first, model, *limit):
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY",)}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    run = subprocess.run([sys.executable, "-c", TRAIN, first, *map(str, limit)], env=env,
-                         capture_output=True, text=True, check=True, cwd=ROOT)
+    run = subprocess.run([sys.executable, "-c", TRAIN, first, model, *map(str, limit)],
+                         env=env, capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(run.stdout.splitlines()[-1])
 
 
-def test_training_gives_the_same_numbers_whichever_is_imported_first():
-    numpy_first, dualnet_first = _train("numpy"), _train("dualnet")
+@pytest.mark.parametrize("model", ["convnet", "fc"])
+def test_training_gives_the_same_numbers_whichever_is_imported_first(model):
+    numpy_first, dualnet_first = _train("numpy", model), _train("dualnet", model)
     assert numpy_first["losses"] == dualnet_first["losses"]
     for name, value in numpy_first["params"].items():
         np.testing.assert_array_equal(np.array(value), np.array(dualnet_first["params"][name]),
@@ -231,9 +238,10 @@ def test_training_gives_the_same_numbers_whichever_is_imported_first():
 
 
 @needs_blas
+@pytest.mark.parametrize("model", ["convnet", "fc"])
 @pytest.mark.parametrize("limit", [None, 1, 2])
-def test_a_training_step_leaves_the_users_blas_settings_as_they_were(limit):
-    run = _train("numpy", *([] if limit is None else [limit]))
+def test_a_training_step_leaves_the_users_blas_settings_as_they_were(model, limit):
+    run = _train("numpy", model, *([] if limit is None else [limit]))
     assert run["blas_before"], "no BLAS library seen in the subprocess"
     assert run["blas_after"] == run["blas_before"]
     if limit is not None:
@@ -285,6 +293,73 @@ def test_blas_is_one_thread_through_a_convolution(monkeypatch, algorithm, N):
     finally:
         conv.set_algorithm(old)
     assert seen and all(threads == [1] for threads in seen)
+
+
+# -- blas_own_threads: dense models' steps ---------------------------------------------------
+@needs_blas
+def test_inside_blas_own_threads_products_run_on_blas_threads_and_kernels_serially(monkeypatch):
+    seen = []
+    real = np.matmul
+
+    def spy(a, b, out=None):
+        seen.append((sorted(set(_blas_threads().values())), _threads.kernels_serial()))
+        return real(a, b, out=out)
+
+    monkeypatch.setattr(_threads.np, "matmul", spy)
+    a = np.ones((300, 300), np.float32)
+    with threadpool_limits(2, user_api="blas"):
+        assert not _threads.kernels_serial()
+        with _threads.blas_own_threads():
+            _threads.matmul(a, a)
+            with _threads.blas_one_thread():  # a convolution inside: held, split, parallel
+                assert not _threads.kernels_serial()
+                _threads.matmul(a[:4], a[:, :4])
+            other = []
+            thread = threading.Thread(target=lambda: other.append(_threads.kernels_serial()))
+            thread.start()
+            thread.join()
+            assert other == [False]  # per Python thread
+            assert _threads.kernels_serial()
+        assert not _threads.kernels_serial()
+        assert set(_blas_threads().values()) == {2}
+    assert seen == [([2], True), ([1], False)]
+
+
+@needs_blas
+@pytest.mark.parametrize("dense", [True, False])
+def test_dense_models_leave_blas_its_threads_and_run_their_kernels_serially(monkeypatch, dense):
+    """FullyConnectedNet's products see BLAS at the user's count and its batchnorm kernels
+    are told `serial`; ThreeLayerConvNet's products see one thread."""
+    from dualnet.models import FullyConnectedNet, ThreeLayerConvNet
+
+    be = backend.get("numpy")
+    if be._norm is None:
+        pytest.skip("no Cython norm kernels: " + be.kernels())
+    products, serial = [], []
+    real = np.matmul
+    monkeypatch.setattr(_threads.np, "matmul", lambda a, b, out=None: (
+        products.append(sorted(set(_blas_threads().values()))) or real(a, b, out=out)))
+    real_norm = be._norm
+
+    class Norm:  # the kernel module, its channel_moments spied on
+        def __getattr__(self, name):
+            return getattr(real_norm, name)
+
+        def channel_moments(self, *args):
+            serial.append(args[-1])
+            return real_norm.channel_moments(*args)
+
+    monkeypatch.setattr(be, "_norm", Norm())
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((8, 3, 8, 8)).astype(np.float32), rng.integers(0, 10, 8)
+    if dense:
+        model = FullyConnectedNet([16], input_dim=3 * 8 * 8, normalization="batchnorm")
+    else:
+        model = ThreeLayerConvNet(input_dim=(3, 8, 8), num_filters=4, hidden_dim=16)
+    with threadpool_limits(2, user_api="blas"):
+        model.loss(X, y)
+    assert products and all(p == ([2] if dense else [1]) for p in products)
+    assert serial == ([True] if dense else [])
 
 
 def test_controller_sees_the_same_libraries_as_threadpoolctl():

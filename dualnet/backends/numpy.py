@@ -137,10 +137,11 @@ class NumpyBackend(Backend):
         x3 = x.reshape(x.shape[0], x.shape[1], -1)
         out = np.empty_like(x3)
         mean, var = np.empty(x.shape[1], x.dtype), np.empty(x.shape[1], x.dtype)
-        self._norm.channel_moments(x3, mean, var)
+        serial = _threads.kernels_serial()
+        self._norm.channel_moments(x3, mean, var, serial)
         std = np.sqrt(var + x.dtype.type(eps))
         self._norm.channel_normalize(x3, mean, np.ascontiguousarray(gamma / std),
-                                     np.ascontiguousarray(beta), out, relu)
+                                     np.ascontiguousarray(beta), out, relu, serial)
         return out.reshape(x.shape), mean, var, std
 
     def batchnorm_train_backward(self, dout, x, mean, std, gamma, keep=None):
@@ -150,12 +151,13 @@ class NumpyBackend(Backend):
         dout3, x3 = np.ascontiguousarray(dout).reshape(shape), x.reshape(shape)
         keep3 = None if keep is None else keep.reshape(shape)
         dbeta, sum_gx = np.empty_like(mean), np.empty_like(mean)
-        self._norm.channel_grad_sums(dout3, x3, mean, dbeta, sum_gx, keep3)
+        serial = _threads.kernels_serial()
+        self._norm.channel_grad_sums(dout3, x3, mean, dbeta, sum_gx, keep3, serial)
         dgamma = sum_gx / std
         M = x.size // x.shape[1]
         dx = np.empty_like(x3)
         self._norm.channel_normalize_grad(dout3, x3, mean, np.ascontiguousarray(gamma / std),
-                                          dbeta / M, dgamma / (M * std), dx, keep3)
+                                          dbeta / M, dgamma / (M * std), dx, keep3, serial)
         return dx.reshape(x.shape), dgamma, dbeta
 
     # -- dropout and L2 weight decay in one pass each (kernels/regularize.pyx) -------------

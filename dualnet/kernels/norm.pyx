@@ -204,22 +204,27 @@ SERIAL_BELOW = _SERIAL_BELOW
 """Arrays with fewer elements run on one thread: waking the others costs more."""
 
 
-cdef int _threads(Py_ssize_t size) noexcept nogil:
-    return 1 if size < _SERIAL_BELOW else dn_norm_max_threads()
+cdef int _threads(Py_ssize_t size, bint serial) noexcept nogil:
+    """The threads for an array of `size` elements: one when small, or when the caller says
+    `serial` (BLAS's own threads are awake beside this kernel: `dualnet._threads`)."""
+    return 1 if serial or size < _SERIAL_BELOW else dn_norm_max_threads()
 
 
-def channel_moments(const floating[:, :, ::1] x, floating[::1] mean, floating[::1] var):
-    """mean (C,) and biased variance (C,) of x (N, C, S) over n and s."""
+def channel_moments(const floating[:, :, ::1] x, floating[::1] mean, floating[::1] var,
+                    bint serial=False):
+    """mean (C,) and biased variance (C,) of x (N, C, S) over n and s. Every function here
+    runs on one thread with `serial`, else on OpenMP's threads from SERIAL_BELOW elements."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], n, c
     cdef double M = <double>(N * S), m, q
     cdef Py_ssize_t block
     if S == 1:
         for block in prange((C + _BLOCK - 1) // _BLOCK, nogil=True, schedule="static",
-                            num_threads=_threads(N * C)):
+                            num_threads=_threads(N * C, serial)):
             _feature_moments(&x[0, 0, 0], N, C, block * _BLOCK,
                              min(C, (block + 1) * _BLOCK), &mean[0], &var[0])
         return
-    for c in prange(C, nogil=True, schedule="static", num_threads=_threads(N * C * S)):
+    for c in prange(C, nogil=True, schedule="static",
+                    num_threads=_threads(N * C * S, serial)):
         m = 0
         for n in range(N):
             m = m + _sum(&x[n, c, 0], S)
@@ -237,20 +242,22 @@ cdef inline floating _relu_if(floating v, bint relu) noexcept nogil:
 
 def channel_normalize(const floating[:, :, ::1] x, const floating[::1] mean,
                       const floating[::1] scale, const floating[::1] shift,
-                      floating[:, :, ::1] out, bint relu=False):
+                      floating[:, :, ::1] out, bint relu=False, bint serial=False):
     """out (N, C, S) = (x - mean[c]) * scale[c] + shift[c]; with `relu`, max(that, 0)."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], S = x.shape[2], n, c, i, plane
     cdef floating m, k, b
     cdef const floating *src
     cdef floating *dst
     if S == 1:  # a row of features at a time
-        for n in prange(N, nogil=True, schedule="static", num_threads=_threads(N * C)):
+        for n in prange(N, nogil=True, schedule="static",
+                        num_threads=_threads(N * C, serial)):
             src = &x[n, 0, 0]
             dst = &out[n, 0, 0]
             for c in range(C):
                 dst[c] = _relu_if((src[c] - mean[c]) * scale[c] + shift[c], relu)
         return
-    for plane in prange(N * C, nogil=True, schedule="static", num_threads=_threads(N * C * S)):
+    for plane in prange(N * C, nogil=True, schedule="static",
+                        num_threads=_threads(N * C * S, serial)):
         n = plane // C
         c = plane % C
         m = mean[c]
@@ -264,7 +271,7 @@ def channel_normalize(const floating[:, :, ::1] x, const floating[::1] mean,
 
 def channel_grad_sums(const floating[:, :, ::1] dout, const floating[:, :, ::1] x,
                       const floating[::1] mean, floating[::1] sum_g, floating[::1] sum_gx,
-                      keep=None):
+                      keep=None, bint serial=False):
     """sum_g[c] = sum of dout[:, c], sum_gx[c] = sum of dout[:, c] * (x[:, c] - mean[c]);
     dout taken as 0 where `keep` (dout's shape) is not positive."""
     cdef Py_ssize_t N = dout.shape[0], C = dout.shape[1], S = dout.shape[2], n, c
@@ -277,12 +284,13 @@ def channel_grad_sums(const floating[:, :, ::1] dout, const floating[:, :, ::1] 
         k = &kv[0, 0, 0]
     if S == 1:
         for block in prange((C + _BLOCK - 1) // _BLOCK, nogil=True, schedule="static",
-                            num_threads=_threads(N * C)):
+                            num_threads=_threads(N * C, serial)):
             _feature_grad_sums(&dout[0, 0, 0], k, &x[0, 0, 0], &mean[0], N, C,
                                block * _BLOCK, min(C, (block + 1) * _BLOCK), &sum_g[0],
                                &sum_gx[0])
         return
-    for c in prange(C, nogil=True, schedule="static", num_threads=_threads(N * C * S)):
+    for c in prange(C, nogil=True, schedule="static",
+                    num_threads=_threads(N * C * S, serial)):
         g = 0
         gx = 0
         for n in range(N):
@@ -295,7 +303,7 @@ def channel_grad_sums(const floating[:, :, ::1] dout, const floating[:, :, ::1] 
 def channel_normalize_grad(const floating[:, :, ::1] dout, const floating[:, :, ::1] x,
                            const floating[::1] mean, const floating[::1] k1,
                            const floating[::1] offset, const floating[::1] k2,
-                           floating[:, :, ::1] dx, keep=None):
+                           floating[:, :, ::1] dx, keep=None, bint serial=False):
     """dx (N, C, S) = k1[c] * (dout - offset[c] - (x - mean[c]) * k2[c]); dout taken as 0
     where `keep` (dout's shape) is not positive."""
     cdef Py_ssize_t N = dout.shape[0], C = dout.shape[1], S = dout.shape[2], n, c, i, plane
@@ -310,7 +318,8 @@ def channel_normalize_grad(const floating[:, :, ::1] dout, const floating[:, :, 
         kv = keep
         k = &kv[0, 0, 0]
     if S == 1:  # a row of features at a time
-        for n in prange(N, nogil=True, schedule="static", num_threads=_threads(N * C)):
+        for n in prange(N, nogil=True, schedule="static",
+                        num_threads=_threads(N * C, serial)):
             g = &dout[n, 0, 0]
             q = _offset(k, n * C)
             p = &x[n, 0, 0]
@@ -323,7 +332,8 @@ def channel_normalize_grad(const floating[:, :, ::1] dout, const floating[:, :, 
                     d[c] = k1[c] * (_masked(g[c], q[c]) - offset[c]
                                     - (p[c] - mean[c]) * k2[c])
         return
-    for plane in prange(N * C, nogil=True, schedule="static", num_threads=_threads(N * C * S)):
+    for plane in prange(N * C, nogil=True, schedule="static",
+                        num_threads=_threads(N * C * S, serial)):
         n = plane // C
         c = plane % C
         m = mean[c]

@@ -31,7 +31,7 @@ import math
 import numpy as np
 
 from .. import _checks, numerics
-from .._threads import blas_one_thread
+from .._threads import blas_one_thread, blas_own_threads
 from ..backend import current, get, of
 from ..layers import softmax_loss
 
@@ -89,6 +89,12 @@ class Model:
         dtype: the numpy dtype every computation runs in; inputs are cast to it.
         bn_params: one dict per normalization layer ('mode', running statistics).
     """
+
+    #: Whether `loss` runs the step's matrix products on BLAS's own threads and dualnet's
+    #: OpenMP kernels on one (`dualnet._threads.blas_own_threads`): for models of dense
+    #: layers only. Models with convolutions hold BLAS to one thread instead, so that it
+    #: never spins beside their parallel kernels (`blas_one_thread`).
+    blas_threads_in_step = False
 
     def __init__(self, *, reg=0.0, weight_scale=1e-2, dtype=np.float32):
         name = type(self).__name__  # errors name the class the user built, not this base
@@ -206,7 +212,8 @@ class Model:
         if numerics.enabled():
             numerics.check(X, type(self).__name__, None, "input X")
         self._set_mode("test" if y is None else "train")
-        with blas_one_thread():  # once for every layer's products (dualnet._threads)
+        # once for every layer's products and kernels (dualnet._threads)
+        with blas_own_threads() if self.blas_threads_in_step else blas_one_thread():
             if y is None:
                 return self._scores(X)
             self._tape = []

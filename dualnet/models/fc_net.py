@@ -41,6 +41,8 @@ class FullyConnectedNet(Model):
     normalized hidden layers. Weights are drawn W1, W2, ... from numpy's global RNG.
     """
 
+    blas_threads_in_step = True  # dense layers only (see Model)
+
     def __init__(self, hidden_dims, input_dim=3 * 32 * 32, num_classes=10,
                  dropout_keep_ratio=1, normalization=None, reg=0.0, weight_scale=1e-2,
                  dtype=np.float32, seed=None, *, dropout=None):
