@@ -382,6 +382,21 @@ def _conv_forward_fused(const floating[:, :, :, ::1] x, const floating[:, ::1] w
             dn_gemm(F, (r1 - r0) * Wo, K, &w2[0, 0], K, 1, cols, RS, &y[n, 0, r0 * Wo], P, 1)
 
 
+cdef inline void _transpose_planes(const floating *src, floating *dst, Py_ssize_t F,
+                                   Py_ssize_t P) noexcept nogil:
+    """dst (P, F) = src (F, P)^T, by blocks of 64 columns of src: the 64 rows of dst a
+    block writes stay in L1 while every plane's stretch is read (column by column, each
+    write would be to another line of a dst larger than L1)."""
+    cdef Py_ssize_t p0, p1, f, p
+    cdef const floating *g
+    for p0 in range(0, P, 64):
+        p1 = p0 + 64 if p0 + 64 < P else P
+        for f in range(F):
+            g = src + f * P
+            for p in range(p0, p1):
+                dst[p * F + f] = g[p]
+
+
 def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, ::1] x,
                          const floating[:, ::1] w2, floating[:, :, :, ::1] dx,
                          floating[:, ::1] ws, Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad,
@@ -390,7 +405,9 @@ def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, :
                          bint pooled, bint masked):
     """dy (N, F, Ho*Wo), or with `pooled` a max pool's gradient (N, F, Hp*Wp) that each
     sample first routes to its `argmax` positions in the thread's workspace (times
-    keep > 0 where `masked`), as `_maxpool_backward_fused` would into main memory."""
+    keep > 0 where `masked`), as `_maxpool_backward_fused` would into main memory: without
+    the input gradient, straight into the transposed block the filter gradient's GEMM
+    reads, its bias-gradient share summed from the pool's values on the way."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t F = w2.shape[0], K = w2.shape[1], P = Ho * Wo, RS = _cols_stride(P)
     cdef Py_ssize_t Pp = dy.shape[2]
@@ -400,12 +417,13 @@ def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, :
     cdef floating *dyt = NULL
     cdef floating *db = NULL
     cdef floating *routed = NULL
-    cdef const floating *g = NULL
     cdef const floating *dn = NULL
     cdef const floating *gp = NULL
     cdef const floating *kp = NULL
     cdef const int64_t *idx = NULL
-    cdef Py_ssize_t n, c, f, p, k
+    cdef Py_ssize_t n, c, f, k
+    cdef floating v
+    cdef double total
     cdef int t
     # every row's shares of dw and db start at zero, rows of threads that never start
     # included (the OpenMP runtime may give fewer threads than asked; without OpenMP, one)
@@ -422,22 +440,33 @@ def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, :
             for c in range(C):
                 _im2col_plane(&x[n, c, 0, 0], cols + c * HH * WW * RS, RS, H, W, HH, WW, pad,
                               stride, stride, 0, Ho, Wo)
-            if pooled:
-                memset(routed, 0, F * P * sizeof(floating))
+            if pooled and not need_dx:  # routed straight into dyt, transposed
+                memset(dyt, 0, P * F * sizeof(floating))
                 for f in range(F):
                     gp = &dy[n, f, 0]
                     kp = &keep[n, f, 0] if masked else gp
                     idx = &argmax[n, f, 0]
+                    total = 0
                     for k in range(Pp):
-                        routed[f * P + idx[k]] += _kept(gp, kp, k, masked)
-                dn = routed
+                        v = _kept(gp, kp, k, masked)
+                        dyt[idx[k] * F + f] += v
+                        total = total + v
+                    db[f] += <floating>total
             else:
-                dn = &dy[n, 0, 0]
-            for f in range(F):  # read dout in memory order; the scattered writes stay in cache
-                g = dn + f * P
-                for p in range(P):
-                    dyt[p * F + f] = g[p]
-                db[f] += dn_sum(g, P)  # from L1: the plane was just read
+                if pooled:  # routed into its own (F, P) block: the input gradient needs it
+                    memset(routed, 0, F * P * sizeof(floating))
+                    for f in range(F):
+                        gp = &dy[n, f, 0]
+                        kp = &keep[n, f, 0] if masked else gp
+                        idx = &argmax[n, f, 0]
+                        for k in range(Pp):
+                            routed[f * P + idx[k]] += _kept(gp, kp, k, masked)
+                    dn = routed
+                else:
+                    dn = &dy[n, 0, 0]
+                _transpose_planes(dn, dyt, F, P)
+                for f in range(F):
+                    db[f] += dn_sum(dn + f * P, P)
             dn_gemm(K, F, P, cols, RS, 1, dyt, F, dWt, F, 1)
             if need_dx:
                 dn_gemm(K, P, F, &w2[0, 0], 1, K, dn, P, cols, RS, 0)
