@@ -405,9 +405,9 @@ def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, :
                          bint pooled, bint masked):
     """dy (N, F, Ho*Wo), or with `pooled` a max pool's gradient (N, F, Hp*Wp) that each
     sample first routes to its `argmax` positions in the thread's workspace (times
-    keep > 0 where `masked`), as `_maxpool_backward_fused` would into main memory: without
+    keep > 0 where `masked`), as `_maxpool_backward_fused` would into main memory (without
     the input gradient, straight into the transposed block the filter gradient's GEMM
-    reads, its bias-gradient share summed from the pool's values on the way."""
+    reads), its bias-gradient share summed from the pool's values on the way."""
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t F = w2.shape[0], K = w2.shape[1], P = Ho * Wo, RS = _cols_stride(P)
     cdef Py_ssize_t Pp = dy.shape[2]
@@ -417,11 +417,12 @@ def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, :
     cdef floating *dyt = NULL
     cdef floating *db = NULL
     cdef floating *routed = NULL
+    cdef floating *dst = NULL
     cdef const floating *dn = NULL
     cdef const floating *gp = NULL
     cdef const floating *kp = NULL
     cdef const int64_t *idx = NULL
-    cdef Py_ssize_t n, c, f, k
+    cdef Py_ssize_t n, c, f, k, sp, sf
     cdef floating v
     cdef double total
     cdef int t
@@ -440,8 +441,13 @@ def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, :
             for c in range(C):
                 _im2col_plane(&x[n, c, 0, 0], cols + c * HH * WW * RS, RS, H, W, HH, WW, pad,
                               stride, stride, 0, Ho, Wo)
-            if pooled and not need_dx:  # routed straight into dyt, transposed
-                memset(dyt, 0, P * F * sizeof(floating))
+            if pooled:
+                # routed into its own (F, P) block where the input gradient's GEMM needs
+                # it, else straight into dyt, transposed; db from the pool's values
+                dst = routed if need_dx else dyt
+                sp = 1 if need_dx else F  # dst's strides along p and along f
+                sf = P if need_dx else 1
+                memset(dst, 0, F * P * sizeof(floating))
                 for f in range(F):
                     gp = &dy[n, f, 0]
                     kp = &keep[n, f, 0] if masked else gp
@@ -449,21 +455,14 @@ def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, :
                     total = 0
                     for k in range(Pp):
                         v = _kept(gp, kp, k, masked)
-                        dyt[idx[k] * F + f] += v
+                        dst[idx[k] * sp + f * sf] += v
                         total = total + v
                     db[f] += <floating>total
+                dn = routed
+                if need_dx:
+                    _transpose_planes(dn, dyt, F, P)
             else:
-                if pooled:  # routed into its own (F, P) block: the input gradient needs it
-                    memset(routed, 0, F * P * sizeof(floating))
-                    for f in range(F):
-                        gp = &dy[n, f, 0]
-                        kp = &keep[n, f, 0] if masked else gp
-                        idx = &argmax[n, f, 0]
-                        for k in range(Pp):
-                            routed[f * P + idx[k]] += _kept(gp, kp, k, masked)
-                    dn = routed
-                else:
-                    dn = &dy[n, 0, 0]
+                dn = &dy[n, 0, 0]
                 _transpose_planes(dn, dyt, F, P)
                 for f in range(F):
                     db[f] += dn_sum(dn + f * P, P)

@@ -333,7 +333,7 @@ def test_fused_backward_through_a_pool_routes_as_the_pool_backward_does(fused, d
     """conv_backward_fused with the pool's argmax (and a ReLU's keep) gives what it gives
     for the gradient maxpool_backward routes into main memory: dw and dx bit for bit (each
     sample's gradient is routed in the same order, only in the thread's workspace), db to
-    rounding (without dx it is summed from the pool's values, not the routed plane's)."""
+    rounding (summed from the pool's values, not from the routed plane)."""
     mod = fused.im2col_fused
     rng = np.random.default_rng(3)
     x = rng.standard_normal((5, 3, 8, 9)).astype(dtype)
