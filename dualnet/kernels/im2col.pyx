@@ -105,6 +105,14 @@ def _check(name, a, ndim):
         raise ValueError(f"{name} must be C-contiguous (use numpy.ascontiguousarray)")
 
 
+def _check_like(name, a, shape, dtype):
+    """`_check`, and a must have this shape and dtype."""
+    _check(name, a, len(shape))
+    if a.shape != tuple(shape) or a.dtype != dtype:
+        raise ValueError(f"{name} must be {tuple(shape)} of dtype {dtype}, "
+                         f"got {a.shape} {a.dtype}")
+
+
 def _check_geometry(size, window, pad, stride, what):
     if window < 1 or stride < 1 or pad < 0 or size + 2 * pad < window:
         raise ValueError(f"bad {what} geometry: size {size}, window {window}, pad {pad}, "
@@ -351,6 +359,24 @@ cdef inline floating dn_sum(const floating *x, Py_ssize_t n) noexcept nogil:
         return dn_sum_d(x, n)
 
 
+cdef inline void _conv_rows(const floating *x, const floating *w2, const floating *bias,
+                            floating *cols, Py_ssize_t RS, floating *dst, Py_ssize_t ldc,
+                            Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t F,
+                            Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad, Py_ssize_t stride,
+                            Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t Wo) noexcept nogil:
+    """Output rows [r0, r1) of one sample x (C, H, W): its patches into the thread's cols
+    (rows RS apart), then dst (F, (r1 - r0) * Wo), rows ldc apart, = bias + w2 (F, K) @ cols."""
+    cdef Py_ssize_t K = C * HH * WW
+    cdef Py_ssize_t c, f, p
+    for c in range(C):
+        _im2col_plane(x + c * H * W, cols + c * HH * WW * RS, RS, H, W, HH, WW, pad, stride,
+                      stride, r0, r1, Wo)
+    for f in range(F):
+        for p in range((r1 - r0) * Wo):
+            dst[f * ldc + p] = bias[f]
+    dn_gemm(F, (r1 - r0) * Wo, K, w2, K, 1, cols, RS, dst, ldc, 1)
+
+
 def _conv_forward_fused(const floating[:, :, :, ::1] x, const floating[:, ::1] w2,
                         const floating[::1] bias, floating[:, :, ::1] y, floating[:, ::1] ws,
                         Py_ssize_t HH, Py_ssize_t WW, Py_ssize_t pad, Py_ssize_t stride,
@@ -363,8 +389,7 @@ def _conv_forward_fused(const floating[:, :, :, ::1] x, const floating[:, ::1] w
     cdef Py_ssize_t blocks = 1 if N >= nthreads else (nthreads + N - 1) // N
     cdef Py_ssize_t rows = (Ho + blocks - 1) // blocks
     cdef floating *cols = NULL
-    cdef floating *out = NULL
-    cdef Py_ssize_t item, n, r0, r1, c, f, p
+    cdef Py_ssize_t item, n, r0, r1
     blocks = (Ho + rows - 1) // rows  # rows rounded up: fewer blocks may cover Ho
     with nogil, parallel(num_threads=nthreads):
         cols = &ws[threadid(), 0]
@@ -372,14 +397,8 @@ def _conv_forward_fused(const floating[:, :, :, ::1] x, const floating[:, ::1] w
             n = item // blocks
             r0 = item % blocks * rows
             r1 = r0 + rows if r0 + rows < Ho else Ho
-            for c in range(C):
-                _im2col_plane(&x[n, c, 0, 0], cols + c * HH * WW * RS, RS, H, W, HH, WW, pad,
-                              stride, stride, r0, r1, Wo)
-            for f in range(F):
-                out = &y[n, f, r0 * Wo]
-                for p in range((r1 - r0) * Wo):
-                    out[p] = bias[f]
-            dn_gemm(F, (r1 - r0) * Wo, K, &w2[0, 0], K, 1, cols, RS, &y[n, 0, r0 * Wo], P, 1)
+            _conv_rows(&x[n, 0, 0, 0], &w2[0, 0], &bias[0], cols, RS, &y[n, 0, r0 * Wo], P, C,
+                       H, W, F, HH, WW, pad, stride, r0, r1, Wo)
 
 
 cdef inline void _transpose_planes(const floating *src, floating *dst, Py_ssize_t F,
@@ -501,7 +520,7 @@ def _conv_maxpool_forward_fused(const floating[:, :, :, ::1] x, const floating[:
     cdef floating *conv = NULL
     cdef floating *o = NULL
     cdef floating v
-    cdef Py_ssize_t item, n, r0, r1, c, f, p, q0, q
+    cdef Py_ssize_t item, n, r0, r1, f, p, q0, q
     with nogil, parallel(num_threads=nthreads):
         cols = &ws[threadid(), 0]
         conv = cols + K * RS  # (F, BS): this block of the convolution's output
@@ -509,13 +528,8 @@ def _conv_maxpool_forward_fused(const floating[:, :, :, ::1] x, const floating[:
             n = item // blocks
             r0 = item % blocks * rows
             r1 = r0 + rows if r0 + rows < Ho else Ho
-            for c in range(C):
-                _im2col_plane(&x[n, c, 0, 0], cols + c * HH * WW * RS, RS, H, W, HH, WW, pad,
-                              stride, stride, r0, r1, Wo)
-            for f in range(F):
-                for p in range((r1 - r0) * Wo):
-                    conv[f * BS + p] = bias[f]
-            dn_gemm(F, (r1 - r0) * Wo, K, &w2[0, 0], K, 1, cols, RS, conv, BS, 1)
+            _conv_rows(&x[n, 0, 0, 0], &w2[0, 0], &bias[0], cols, RS, conv, BS, C, H, W, F, HH,
+                       WW, pad, stride, r0, r1, Wo)
             q0 = r0 // 2 * Wp
             q = (r1 - r0) // 2 * Wp
             for f in range(F):
@@ -637,16 +651,12 @@ def conv_backward_fused(dout, x, w, pad, stride, dx, ws, argmax=None, keep=None)
             raise ValueError(f"dout {dout.dtype} {dout.shape} and argmax (int64, C-contiguous) "
                              f"must both be ({N}, {F}, Hp, Wp), dout of dtype {x.dtype}")
         if keep is not None:
-            _check("keep", keep, 4)
-            if keep.shape != dout.shape or keep.dtype != dout.dtype:
-                raise ValueError(f"keep {keep.dtype} {keep.shape} must match dout")
+            _check_like("keep", keep, dout.shape, dout.dtype)
     elif dout.shape != (N, F, Ho, Wo) or dout.dtype != x.dtype:
         raise ValueError(f"dout must be {(N, F, Ho, Wo)} of dtype {x.dtype}, "
                          f"got {dout.shape} {dout.dtype}")
     if dx is not None:
-        _check("dx", dx, 4)
-        if dx.shape != x.shape or dx.dtype != x.dtype:
-            raise ValueError(f"dx must be {x.shape} of dtype {x.dtype}")
+        _check_like("dx", dx, x.shape, x.dtype)
     skipped = np.empty((0, 0, 0, 0), dtype=x.dtype)  # typed stand-ins, never indexed
     dout3 = dout.reshape(N, F, -1)
     _conv_backward_fused(dout3, x, w.reshape(F, -1), skipped if dx is None else dx, ws, HH, WW,
@@ -931,10 +941,7 @@ def maxpool_backward(dout, argmax, x_shape, ph, pw, stride, keep=None):
         raise ValueError(f"maxpool_backward: dout {dout.shape} and argmax {argmax.shape} must "
                          f"both be {(N, C, Ho, Wo)}")
     if keep is not None:
-        _check("maxpool_backward: keep", keep, 4)
-        if keep.shape != dout.shape or keep.dtype != dout.dtype:
-            raise ValueError(f"maxpool_backward: keep {keep.dtype} {keep.shape} must match "
-                             f"dout {dout.dtype} {dout.shape}")
+        _check_like("maxpool_backward: keep", keep, dout.shape, dout.dtype)
     argmax = np.ascontiguousarray(argmax, dtype=np.int64)
     dx = np.empty((N, C, H, W), dtype=dout.dtype)
     masked = keep is not None

@@ -364,7 +364,8 @@ def test_fused_backward_through_a_pool_refuses_mismatched_arrays(fused):
     dout, argmax = np.ones((2, 4, 3, 3)), np.zeros((2, 4, 3, 3), np.int64)
     with pytest.raises(ValueError, match=r"argmax \(int64, C-contiguous\) must both be"):
         mod.conv_backward_fused(dout, x, w, 1, 1, None, ws, argmax=argmax[:, :3].copy())
-    with pytest.raises(ValueError, match="keep float64 \\(2, 4, 3, 2\\) must match dout"):
+    with pytest.raises(ValueError, match=r"keep must be \(2, 4, 3, 3\) of dtype float64, "
+                                         r"got \(2, 4, 3, 2\)"):
         mod.conv_backward_fused(dout, x, w, 1, 1, None, ws, argmax=argmax,
                                 keep=np.ones((2, 4, 3, 2)))
     with pytest.raises(ValueError, match="ws must have shape"):
