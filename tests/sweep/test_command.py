@@ -109,7 +109,9 @@ def test_a_model_of_your_own_gets_its_hyperparameters_in_trials_and_retraining(t
 
 def test_ctrl_c_then_the_same_command_loses_no_trial(tmp_path):
     out = tmp_path / "sweep"
-    argv = ["sweep", "--model", "fc", "--trials", "10", "--epochs", "6", "--workers", "2",
+    # trials long enough that the sweep is still running when two have been seen to finish
+    # (at 6 epochs a loaded machine once saw the sweep end first, and no Ctrl-C to test)
+    argv = ["sweep", "--model", "fc", "--trials", "10", "--epochs", "20", "--workers", "2",
             "--out", str(out), "--no-retrain", *SPACE]
     # a terminal's Ctrl-C: SIGINT to the command's whole process group, workers included
     process = subprocess.Popen([sys.executable, "-m", "dualnet", *argv],
