@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -109,14 +110,17 @@ def test_a_model_of_your_own_gets_its_hyperparameters_in_trials_and_retraining(t
 
 def test_ctrl_c_then_the_same_command_loses_no_trial(tmp_path):
     out = tmp_path / "sweep"
-    # trials long enough that the sweep is still running when two have been seen to finish
-    # (at 6 epochs a loaded machine once saw the sweep end first, and no Ctrl-C to test)
-    argv = ["sweep", "--model", "fc", "--trials", "10", "--epochs", "20", "--workers", "2",
+    argv = ["sweep", "--model", "fc", "--trials", "10", "--epochs", "6", "--workers", "2",
             "--out", str(out), "--no-retrain", *SPACE]
     # a terminal's Ctrl-C: SIGINT to the command's whole process group, workers included
     process = subprocess.Popen([sys.executable, "-m", "dualnet", *argv],
                                start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
+    # stderr read as it comes: the progress bar redraws often, and a full pipe would block
+    # the command mid-sweep (a fresh-clone CI run saw it stall until the test's deadline)
+    err_lines = []
+    reader = threading.Thread(target=lambda: err_lines.extend(process.stderr), daemon=True)
+    reader.start()
     journal = out / "study.journal"
     deadline = time.monotonic() + 120
     complete = []
@@ -126,9 +130,13 @@ def test_ctrl_c_then_the_same_command_loses_no_trial(tmp_path):
             study = optuna.load_study(study_name="dualnet-sweep",
                                       storage=open_storage(journal))
             complete = study.get_trials(states=(TrialState.COMPLETE,))
-    assert process.poll() is None, process.communicate()[1]
-    os.killpg(process.pid, signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    running = process.poll() is None
+    if running:
+        os.killpg(process.pid, signal.SIGINT)
+    process.wait(timeout=60)
+    reader.join(timeout=60)
+    err = "".join(err_lines)
+    assert running, err
     assert process.returncode == 130, err
     assert "run the same command again to continue" in err
     study = optuna.load_study(study_name="dualnet-sweep", storage=open_storage(journal))
