@@ -6,13 +6,13 @@ import glob
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 
 import numpy as np
 import optuna
@@ -110,26 +110,29 @@ def test_a_model_of_your_own_gets_its_hyperparameters_in_trials_and_retraining(t
 
 def test_ctrl_c_then_the_same_command_loses_no_trial(tmp_path):
     out = tmp_path / "sweep"
-    argv = ["sweep", "--model", "fc", "--trials", "10", "--epochs", "6", "--workers", "2",
+    argv = ["sweep", "--model", "fc", "--trials", "10", "--epochs", "40", "--workers", "2",
             "--out", str(out), "--no-retrain", *SPACE]
     # a terminal's Ctrl-C: SIGINT to the command's whole process group, workers included
     process = subprocess.Popen([sys.executable, "-m", "dualnet", *argv],
                                start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
-    # stderr read as it comes: the progress bar redraws often, and a full pipe would block
-    # the command mid-sweep (a fresh-clone CI run saw it stall until the test's deadline)
-    err_lines = []
-    reader = threading.Thread(target=lambda: err_lines.extend(process.stderr), daemon=True)
+    # Interrupted once its progress bar counts two finished trials. The bar is read as it
+    # comes: a full stderr pipe would block the command, and polling the study's journal
+    # from here was too slow to catch a fast sweep mid-run in a busy test process (three
+    # fresh-clone CI runs saw the sweep end first). 40 epochs a trial leave seconds between.
+    err_lines, two_done = [], threading.Event()
+
+    def read_stderr():
+        for line in process.stderr:
+            err_lines.append(line)
+            done = re.search(r"(\d+)/10 ", line)
+            if done and int(done.group(1)) >= 2:
+                two_done.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
     reader.start()
     journal = out / "study.journal"
-    deadline = time.monotonic() + 120
-    complete = []
-    while len(complete) < 2 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
-        if journal.is_file():
-            study = optuna.load_study(study_name="dualnet-sweep",
-                                      storage=open_storage(journal))
-            complete = study.get_trials(states=(TrialState.COMPLETE,))
+    two_done.wait(timeout=120)
     running = process.poll() is None
     if running:
         os.killpg(process.pid, signal.SIGINT)
