@@ -116,10 +116,10 @@ def test_ctrl_c_then_the_same_command_loses_no_trial(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "dualnet", *argv],
                                start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
-    # Interrupted once its progress bar counts two finished trials. The bar is read as it
-    # comes: a full stderr pipe would block the command, and polling the study's journal
-    # from here was too slow to catch a fast sweep mid-run in a busy test process (three
-    # fresh-clone CI runs saw the sweep end first). 40 epochs a trial leave seconds between.
+    # Interrupted once its progress bar counts two finished trials, read as it comes (a full
+    # stderr pipe would block the command); 40 epochs a trial leave seconds before the end.
+    # The suite must not run with SIGINT ignored (as `cmd &` in a non-interactive shell
+    # does): the command inherits that, and the Ctrl-C never reaches it.
     err_lines, two_done = [], threading.Event()
 
     def read_stderr():
