@@ -194,10 +194,10 @@ class Im2colFused(conv.ConvAlgorithm):
     name = "im2col-fused"
     chunked = False
 
-    def _workspace(self, call, backward):
-        """Elements of one thread's workspace row."""
+    def _workspace(self, call, backward, pool=False):
+        """Elements of one thread's workspace row (`pool`: through a max pool)."""
         return self.be.im2col_fused.fused_workspace(call.C, call.F, call.HH, call.WW, call.Ho,
-                                                    call.Wo, backward)
+                                                    call.Wo, backward, pool)
 
     def applies(self, call):
         """Compiled vector GEMMs and a thread's workspace (sized for backward, the larger)
@@ -232,9 +232,7 @@ class Im2colFused(conv.ConvAlgorithm):
 
     def forward_maxpool(self, x, w, b, call, relu):
         be, mod = self.be, self.be.im2col_fused
-        ws, = scratch.arrays(be, x.dtype, (mod.max_threads(),
-                                           mod.fused_workspace(call.C, call.F, call.HH, call.WW,
-                                                               call.Ho, call.Wo, False, True)))
+        ws, = scratch.arrays(be, x.dtype, (mod.max_threads(), self._workspace(call, False, True)))
         shape = (call.N, call.F, call.Ho // 2, call.Wo // 2)
         out, argmax = be.xp.empty(shape, dtype=x.dtype), be.xp.empty(shape, dtype=be.xp.int64)
         return mod.conv_maxpool_forward_fused(x, be.xp.ascontiguousarray(w), b, call.pad,
@@ -246,11 +244,12 @@ class Im2colFused(conv.ConvAlgorithm):
         be, mod = self.be, self.be.im2col_fused
         x, w = ctx.x, ctx.w
         call = conv.ConvCall.of(x, w, ctx.stride, ctx.pad, *conv_shape[2:])
-        row = mod.fused_workspace(call.C, call.F, call.HH, call.WW, call.Ho, call.Wo, True, True)
+        row = self._workspace(call, True, True)
         threads = mod.max_threads()
+        # scratch_bytes holds the plain backward's rows; each pooled row is longer
+        extra = threads * (row - self._workspace(call, True)) * call.itemsize
         if call.N < threads or row * call.itemsize > FUSED_MAX_BYTES or (
-                self.scratch_bytes(call) + threads * call.F * call.Ho * call.Wo * call.itemsize
-                > conv.settings.memory_budget):
+                self.scratch_bytes(call) + extra > conv.settings.memory_budget):
             return super().maxpool_gradients(dout, argmax, conv_shape, pool, keep, ctx, need_dx)
         ws, = scratch.arrays(be, x.dtype, (threads, row))
         dx = be.xp.empty_like(x) if need_dx else None

@@ -477,8 +477,8 @@ def _conv_backward_fused(const floating[:, :, ::1] dy, const floating[:, :, :, :
                         dst[idx[k] * sp + f * sf] += v
                         total = total + v
                     db[f] += <floating>total
-                dn = routed
                 if need_dx:
+                    dn = routed
                     _transpose_planes(dn, dyt, F, P)
             else:
                 dn = &dy[n, 0, 0]

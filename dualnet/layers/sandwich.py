@@ -122,7 +122,8 @@ def conv_relu_pool_backward(dout, cache, need_dx=True):
     conv_cache, pool_cache, relu_cache = cache
     if not isinstance(conv_cache, ConvContext):
         raise TypeError(f"conv_relu_pool_backward: cache must be the cache "
-                        f"conv_relu_pool_forward returned, got {type(cache).__name__}")
+                        f"conv_relu_pool_forward returned, its first item a "
+                        f"{type(conv_cache).__name__}")
     conv_shape, argmax, ph, pw, stride = pool_cache
     layer = "conv_relu_pool_backward"
     be = _checks.floating(layer, dout=dout)
